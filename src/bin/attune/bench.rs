@@ -1,0 +1,128 @@
+//! `attune bench`: prefill and decode speed, time to first token, peak memory.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use attune::engine::EngineConfig;
+use attune::generate::{FinishReason, GenerateOptions, Model, Prompt, SamplingConfig};
+
+/// Options of `attune bench`.
+#[derive(clap::Args, Clone)]
+pub struct BenchArgs {
+    /// Model folder.
+    #[arg(long, default_value = "models/smollm2-135m-instruct")]
+    pub model: std::path::PathBuf,
+    /// Execution providers, comma separated.
+    #[arg(long, default_value = "cpu", value_delimiter = ',')]
+    pub ep: Vec<String>,
+    /// Intra-op threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Prompt length in tokens for the prefill measurement.
+    #[arg(long, default_value_t = 256)]
+    pub prompt_tokens: usize,
+    /// New tokens per decode run (greedy, no early stop).
+    #[arg(long, default_value_t = 128)]
+    pub new_tokens: usize,
+    /// Measured runs (after one warm-up); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A deterministic prompt of exactly `n` tokens (ordinary English text, repeated).
+pub fn prompt_of(model: &Model, n: usize) -> Result<Vec<u32>> {
+    let text = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep in the morning light. ";
+    let ids = model.tokenizer().encode(text)?;
+    Ok(ids.iter().cycle().take(n).copied().collect())
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.clone(), threads: a.threads, ..EngineConfig::default() };
+    let model = Model::load(&cfg)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let prompt = prompt_of(&model, a.prompt_tokens)?;
+    let short = prompt_of(&model, 16)?;
+    let opts = GenerateOptions {
+        sampling: SamplingConfig::greedy(),
+        max_new_tokens: a.new_tokens,
+        // No stop token: every run decodes exactly `new_tokens`.
+        stop_tokens: Vec::new(),
+        ..GenerateOptions::default()
+    };
+    let mut prefill = Vec::new();
+    let mut ttft = Vec::new();
+    let mut decode = Vec::new();
+    for run in 0..=a.runs {
+        // Prefill of the long prompt, one new token.
+        let one = GenerateOptions { max_new_tokens: 1, ..opts.clone() };
+        let g = model.generate(&Prompt::Tokens(prompt.clone()), &one, None, &mut |_| true)?;
+        // Decode from a short prompt.
+        let d = generate_no_eos(&model, &short, &opts)?;
+        if run == 0 {
+            continue;
+        }
+        prefill.push(a.prompt_tokens as f64 / g.timings.prefill_s);
+        ttft.push(g.timings.first_token_s * 1000.0);
+        decode.push(d.0 as f64 / d.1);
+    }
+    let res = serde_json::json!({
+        "model": a.model,
+        "providers": model.engine().active_providers().iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "threads": a.threads,
+        "runs": a.runs,
+        "load_s": load_s,
+        "prefill_tokens": a.prompt_tokens,
+        "prefill_tok_s_median": median(prefill.clone()),
+        "ttft_ms_median": median(ttft.clone()),
+        "decode_new_tokens": a.new_tokens,
+        "decode_tok_s_median": median(decode.clone()),
+        "decode_tok_s_runs": decode,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    println!("{}", serde_json::to_string_pretty(&res)?);
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&res)?)?;
+    }
+    Ok(())
+}
+
+/// Greedy decode of `opts.max_new_tokens` tokens ignoring end-of-sequence; returns (tokens, seconds of
+/// decode steps) so the rate excludes the prefill.
+fn generate_no_eos(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Result<(usize, f64)> {
+    let mut seq = model.take_sequence()?;
+    let engine = model.engine();
+    engine.forward(&mut seq, prompt, false)?;
+    let t = Instant::now();
+    let mut n = 0;
+    let mut tok = attune::generate::sampler::argmax(seq.logits()) as u32;
+    while n < opts.max_new_tokens {
+        engine.forward(&mut seq, &[tok], false)?;
+        tok = attune::generate::sampler::argmax(seq.logits()) as u32;
+        n += 1;
+    }
+    let s = t.elapsed().as_secs_f64();
+    model.give_back(seq);
+    let _ = FinishReason::Length;
+    Ok((n, s))
+}

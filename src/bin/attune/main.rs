@@ -1,0 +1,178 @@
+//! The `attune` command line: generate, chat (with feedback), bench.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use attune::engine::EngineConfig;
+use attune::generate::{GenerateOptions, Model, Prompt, SamplingConfig};
+use attune::tokenizer::Message;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "attune", version, about = "On-device LLM runtime that learns from its user")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate one reply and stream it to standard output.
+    Generate {
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
+        gen: GenArgs,
+        /// The prompt (a user message, or raw text with --raw).
+        prompt: String,
+        /// Use the prompt as raw text instead of a chat message.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Interactive chat with streaming replies.
+    Chat {
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
+        gen: GenArgs,
+    },
+    /// Measure prefill and decode speed, time to first token and peak memory.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct EngineArgs {
+    /// Model folder.
+    #[arg(long, default_value = "models/smollm2-135m-instruct")]
+    model: PathBuf,
+    /// Execution providers in order of preference, comma separated (cpu, webgpu, cuda, ...).
+    #[arg(long, default_value = "cpu", value_delimiter = ',')]
+    ep: Vec<String>,
+    /// Fail when a listed provider cannot be registered.
+    #[arg(long)]
+    strict_ep: bool,
+    /// Intra-op threads (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Path of libonnxruntime (default: ORT_DYLIB_PATH, then make setup's .ort/).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn config(&self) -> EngineConfig {
+        EngineConfig {
+            model_dir: self.model.clone(),
+            ort_library: self.ort_lib.clone(),
+            execution_providers: self.ep.clone(),
+            strict_providers: self.strict_ep,
+            threads: self.threads,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct GenArgs {
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Stop strings (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+impl GenArgs {
+    fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            sampling: SamplingConfig {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+            },
+            max_new_tokens: self.max_new_tokens,
+            stop_strings: self.stop.clone(),
+            ..GenerateOptions::default()
+        }
+    }
+}
+
+mod bench;
+
+fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Generate { engine, gen, prompt, raw } => {
+            let model = Model::load(&engine.config())?;
+            let p = if raw { Prompt::Text(prompt) } else { Prompt::Chat(vec![Message::user(prompt)]) };
+            let out = std::io::stdout();
+            let g = model.generate(&p, &gen.options(), None, &mut |piece| {
+                let mut o = out.lock();
+                let _ = o.write_all(piece.as_bytes());
+                let _ = o.flush();
+                true
+            })?;
+            println!();
+            log::info!("finish {:?}, {} tokens, {:?}", g.finish, g.tokens.len(), g.timings);
+        }
+        Cmd::Chat { engine, gen } => chat(&engine, &gen)?,
+        Cmd::Bench(args) => bench::run(args)?,
+    }
+    Ok(())
+}
+
+fn chat(engine: &EngineArgs, gen: &GenArgs) -> Result<()> {
+    let model = Model::load(&engine.config())?;
+    let mut history: Vec<Message> = Vec::new();
+    let stdin = std::io::stdin();
+    let mut opts = gen.options();
+    eprintln!("attune chat: type a message; /reset clears the conversation, /quit exits.");
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).context("reading standard input")? == 0 {
+            break;
+        }
+        let line = line.trim_end_matches(['\n', '\r']).to_string();
+        match line.trim() {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/reset" => {
+                history.clear();
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        history.push(Message::user(line));
+        opts.sampling.seed = opts.sampling.seed.wrapping_add(1);
+        let out = std::io::stdout();
+        let g = model.generate(&Prompt::Chat(history.clone()), &opts, None, &mut |piece| {
+            let mut o = out.lock();
+            let _ = o.write_all(piece.as_bytes());
+            let _ = o.flush();
+            true
+        })?;
+        println!();
+        history.push(Message::assistant(g.text));
+    }
+    Ok(())
+}

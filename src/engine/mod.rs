@@ -1,0 +1,256 @@
+//! The engine: one ONNX Runtime session per model, execution providers, and the KV cache.
+//!
+//! `ort` types stay inside this module. The KV cache lives in preallocated tensors of shape
+//! `[1, kv_heads, capacity, head_size]`, bound both as the graph's `past_key_values.*` input and as its
+//! `present.*` output, so GroupQueryAttention appends each step's keys and values in place and no
+//! step copies the cache (onnxruntime-genai's "past_present_share_buffer").
+
+pub mod model;
+pub mod ortlib;
+pub mod providers;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{IoBinding, Session};
+use ort::value::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+pub use model::ModelInfo;
+pub use providers::Provider;
+
+/// How the engine is set up: model folder, ONNX Runtime library, providers, threads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// The model folder (genai layout).
+    pub model_dir: PathBuf,
+    /// Explicit path of `libonnxruntime`; see [`ortlib::candidate_paths`] for the fallbacks.
+    pub ort_library: Option<PathBuf>,
+    /// Execution providers in order of preference (`cpu`, `webgpu`, `cuda`, ...).
+    pub execution_providers: Vec<String>,
+    /// When true, a provider that fails to register is an error instead of a warning.
+    pub strict_providers: bool,
+    /// Path of the WebGPU plugin library (default: `make setup`'s `.ort/`).
+    pub webgpu_library: Option<PathBuf>,
+    /// Intra-op threads; 0 lets ONNX Runtime choose.
+    pub threads: usize,
+    /// KV-cache capacity in tokens for one sequence; 0 uses min(model context, 2048).
+    pub max_context: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            model_dir: PathBuf::new(),
+            ort_library: None,
+            execution_providers: vec!["cpu".into()],
+            strict_providers: false,
+            webgpu_library: None,
+            threads: 0,
+            max_context: 0,
+        }
+    }
+}
+
+/// A loaded model: the ONNX session and what is known about the graph.
+pub struct Engine {
+    info: ModelInfo,
+    session: Mutex<Session>,
+    active: Vec<Provider>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("model", &self.info.dir).field("providers", &self.active).finish()
+    }
+}
+
+impl Engine {
+    /// Loads ONNX Runtime (once per process), checks the model folder and creates the session.
+    pub fn load(cfg: &EngineConfig) -> Result<Engine> {
+        let providers = providers::parse_list(&cfg.execution_providers)?;
+        let info = ModelInfo::from_dir(&cfg.model_dir)?;
+        let env = ortlib::environment(cfg.ort_library.as_deref())?;
+        let mut builder = Session::builder(env)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| Error::Ort(e.to_string()))?;
+        if cfg.threads > 0 {
+            builder = builder.with_intra_threads(cfg.threads).map_err(|e| Error::Ort(e.to_string()))?;
+        }
+        let webgpu = providers::webgpu_library_path(cfg.webgpu_library.as_deref());
+        let (mut builder, active) = providers::register_all(env, builder, &providers, cfg.strict_providers, &webgpu)?;
+        let session = builder
+            .commit_from_file(&info.onnx_path)
+            .map_err(|e| Error::model(&info.dir, format!("ONNX Runtime cannot load {}: {e}", info.onnx_path.display())))?;
+        let inputs: Vec<String> = session.inputs().iter().map(|o| o.name().to_string()).collect();
+        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        info.check_signature(&inputs, &outputs)?;
+        let capacity = if cfg.max_context == 0 { info.context_length.min(2048) } else { cfg.max_context.min(info.context_length) };
+        log::info!(
+            "model {} loaded: {} layers, vocab {}, hidden {}, KV capacity {capacity}, providers {:?}",
+            info.dir.display(),
+            info.num_layers,
+            info.vocab_size,
+            info.hidden_size,
+            active.iter().map(|p| p.name()).collect::<Vec<_>>()
+        );
+        Ok(Engine { info, session: Mutex::new(session), active, capacity })
+    }
+
+    /// What the model folder declared.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Providers that registered, in priority order (CPU last).
+    pub fn active_providers(&self) -> &[Provider] {
+        &self.active
+    }
+
+    /// Tokens one sequence can hold (prompt plus reply).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// A fresh sequence (empty KV cache) holding up to `capacity()` tokens.
+    pub fn new_sequence(&self) -> Result<Sequence> {
+        let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let info = &self.info;
+        let shape = [1usize, info.num_kv_heads, self.capacity, info.head_size];
+        let mut binding = session.create_binding()?;
+        let mut keys = Vec::with_capacity(info.num_layers);
+        let mut values = Vec::with_capacity(info.num_layers);
+        for _ in 0..info.num_layers {
+            keys.push(Tensor::<f32>::new(session.allocator(), shape)?);
+            values.push(Tensor::<f32>::new(session.allocator(), shape)?);
+        }
+        let cpu = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)?;
+        for l in 0..info.num_layers {
+            binding.bind_input(&info.names.past_key[l], &keys[l])?;
+            binding.bind_input(&info.names.past_value[l], &values[l])?;
+            binding.bind_output(&info.names.present_key[l], &mut keys[l])?;
+            binding.bind_output(&info.names.present_value[l], &mut values[l])?;
+        }
+        binding.bind_output_to_device(&info.names.logits, &cpu)?;
+        binding.bind_output_to_device(&info.names.hidden_states, &cpu)?;
+        Ok(Sequence {
+            binding,
+            _keys: keys,
+            _values: values,
+            len: 0,
+            capacity: self.capacity,
+            logits: Vec::new(),
+            hidden: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Runs `tokens` through the model after what `seq` already holds, appending them to its KV cache.
+    ///
+    /// With `all_rows` the logits and hidden states of every new position are kept (teacher forcing);
+    /// otherwise only the last position's.
+    pub fn forward(&self, seq: &mut Sequence, tokens: &[u32], all_rows: bool) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("forward needs at least one token".into()));
+        }
+        let total = seq.len + tokens.len();
+        if total > seq.capacity {
+            return Err(Error::ContextOverflow { prompt: total, context: seq.capacity });
+        }
+        let vocab = self.info.vocab_size;
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        let n = tokens.len();
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let names = &self.info.names;
+        seq.binding.bind_input(&names.input_ids, &Tensor::from_array(([1usize, n], ids))?)?;
+        seq.binding.bind_input(&names.attention_mask, &Tensor::from_array(([1usize, total], vec![1i64; total]))?)?;
+        if let Some(pos) = &names.position_ids {
+            let p: Vec<i64> = (seq.len..total).map(|x| x as i64).collect();
+            seq.binding.bind_input(pos, &Tensor::from_array(([1usize, n], p))?)?;
+        }
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run_binding(&seq.binding)?;
+        let (lshape, logits) = outputs
+            .get(&names.logits)
+            .ok_or_else(|| Error::Ort("logits output missing".into()))?
+            .try_extract_tensor::<f32>()?;
+        let (hshape, hidden) = outputs
+            .get(&names.hidden_states)
+            .ok_or_else(|| Error::Ort("hidden_states output missing".into()))?
+            .try_extract_tensor::<f32>()?;
+        let d = self.info.hidden_size;
+        if lshape.num_elements() != n * vocab || hshape.num_elements() != n * d {
+            return Err(Error::Ort(format!("unexpected output shapes: logits {lshape:?}, hidden_states {hshape:?}")));
+        }
+        let (start, rows) = if all_rows { (0, n) } else { (n - 1, 1) };
+        seq.logits.clear();
+        seq.logits.extend_from_slice(&logits[start * vocab..n * vocab]);
+        seq.hidden.clear();
+        seq.hidden.extend_from_slice(&hidden[start * d..n * d]);
+        seq.rows = rows;
+        seq.len = total;
+        Ok(())
+    }
+}
+
+/// One token sequence's state: its KV cache (in place) and the last step's outputs.
+pub struct Sequence {
+    binding: IoBinding,
+    _keys: Vec<Tensor<f32>>,
+    _values: Vec<Tensor<f32>>,
+    len: usize,
+    capacity: usize,
+    logits: Vec<f32>,
+    hidden: Vec<f32>,
+    rows: usize,
+}
+
+impl Sequence {
+    /// Tokens held in the KV cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been run yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Tokens this sequence can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets the cached tokens so the sequence can be reused for a new prompt without reallocating.
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.rows = 0;
+    }
+
+    /// Logits of the last forward call: `rows() x V`, row-major.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Mutable access to the last logits, for the adapter hook and the sampler.
+    pub fn logits_mut(&mut self) -> &mut [f32] {
+        &mut self.logits
+    }
+
+    /// Hidden states (LM-head inputs) of the last forward call: `rows() x d`.
+    pub fn hidden(&self) -> &[f32] {
+        &self.hidden
+    }
+
+    /// Number of rows the last forward call kept.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}

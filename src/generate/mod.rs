@@ -1,0 +1,345 @@
+//! Generation: prompt rendering, the decode loop with the KV cache, sampling, stop conditions,
+//! streaming with barge-in, the logits hook where an adapter plugs in, and per-token records.
+
+pub mod record;
+pub mod sampler;
+
+use std::time::Instant;
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, Sequence};
+use crate::error::{Error, Result};
+use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
+pub use record::{RecordedSampling, TokenRecord};
+pub use sampler::{Sampler, SamplingConfig};
+
+/// Something that changes the base logits of a position before sampling, given its hidden state.
+/// The adapter of a user implements it; with no hook the base model samples unchanged.
+pub trait LogitsHook {
+    /// Adds the hook's change to `logits` (the repetition-penalised base logits of one position).
+    fn apply(&mut self, hidden: &[f32], logits: &mut [f32]);
+}
+
+/// What to generate from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// Raw text, tokenised as is (no chat template).
+    Text(String),
+    /// Chat messages, rendered with the model's chat template plus the assistant header.
+    Chat(Vec<Message>),
+    /// Token ids, used as they are.
+    Tokens(Vec<u32>),
+}
+
+/// Options of one generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerateOptions {
+    /// How tokens are drawn.
+    pub sampling: SamplingConfig,
+    /// At most this many new tokens (the stop token included).
+    pub max_new_tokens: usize,
+    /// Text that ends the reply when it appears; it is not part of the reply.
+    pub stop_strings: Vec<String>,
+    /// Token ids that end the reply, in addition to the model's end-of-sequence tokens.
+    pub stop_tokens: Vec<u32>,
+    /// Whether to keep a [`TokenRecord`] per generated token (needed for learning).
+    pub record: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { sampling: SamplingConfig::default(), max_new_tokens: 128, stop_strings: Vec::new(), stop_tokens: Vec::new(), record: false }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence or stop token was generated.
+    StopToken,
+    /// A stop string appeared.
+    StopString,
+    /// `max_new_tokens` were generated.
+    Length,
+    /// The KV cache (context window) is full.
+    ContextFull,
+    /// The streaming callback asked to stop (barge-in).
+    Cancelled,
+}
+
+/// Wall-clock timings of one generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Time to run the prompt through the model.
+    pub prefill_s: f64,
+    /// Time from the call to the first sampled token.
+    pub first_token_s: f64,
+    /// Time spent in decode steps after the first token.
+    pub decode_s: f64,
+    /// Number of decode steps timed in `decode_s`.
+    pub decode_steps: usize,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The reply text (stop strings and stop tokens removed).
+    pub text: String,
+    /// The prompt's token ids.
+    pub prompt_tokens: Vec<u32>,
+    /// Generated token ids, including a final stop token if one was sampled.
+    pub tokens: Vec<u32>,
+    /// Per-token records (empty unless `record` was set).
+    pub records: Vec<TokenRecord>,
+    /// The temperature the tokens were drawn at.
+    pub sampling: RecordedSampling,
+    /// Why generation ended.
+    pub finish: FinishReason,
+    /// Timings.
+    pub timings: Timings,
+}
+
+/// A model ready to generate: the engine plus its tokenizer.
+pub struct Model {
+    engine: Engine,
+    tokenizer: Tokenizer,
+    pool: std::sync::Mutex<Vec<Sequence>>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("engine", &self.engine).finish()
+    }
+}
+
+impl Model {
+    /// Loads the engine and the tokenizer of `cfg.model_dir`.
+    pub fn load(cfg: &crate::engine::EngineConfig) -> Result<Model> {
+        let engine = Engine::load(cfg)?;
+        let tokenizer = Tokenizer::from_dir(&cfg.model_dir)?;
+        if tokenizer.vocab_size() > engine.info().vocab_size {
+            return Err(Error::model(
+                &cfg.model_dir,
+                format!("tokenizer has {} tokens but the graph's vocabulary is {}", tokenizer.vocab_size(), engine.info().vocab_size),
+            ));
+        }
+        Ok(Model { engine, tokenizer, pool: std::sync::Mutex::new(Vec::new()) })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids of a prompt.
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let ids = match prompt {
+            Prompt::Text(t) => {
+                if t.is_empty() {
+                    return Err(Error::InvalidArgument("empty prompt".into()));
+                }
+                self.tokenizer.encode(t)?
+            }
+            Prompt::Chat(msgs) => {
+                if msgs.iter().all(|m| m.content.trim().is_empty()) {
+                    return Err(Error::InvalidArgument("empty prompt: every chat message is empty".into()));
+                }
+                let text = self.tokenizer.apply_chat_template(msgs, true)?;
+                self.tokenizer.encode(&text)?
+            }
+            Prompt::Tokens(t) => t.clone(),
+        };
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("empty prompt".into()));
+        }
+        Ok(ids)
+    }
+
+    /// Takes a sequence from the pool (or makes one) and resets it.
+    pub fn take_sequence(&self) -> Result<Sequence> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match pooled {
+            Some(mut s) => {
+                s.reset();
+                Ok(s)
+            }
+            None => self.engine.new_sequence(),
+        }
+    }
+
+    /// Returns a sequence to the pool for reuse (at most two are kept).
+    pub fn give_back(&self, seq: Sequence) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 2 {
+            pool.push(seq);
+        }
+    }
+
+    /// Generates a reply, streaming each new piece of text to `on_text`; returning `false` from it stops
+    /// generation at once (barge-in). `hook` (an adapter) changes the logits before sampling.
+    pub fn generate(
+        &self,
+        prompt: &Prompt,
+        opts: &GenerateOptions,
+        hook: Option<&mut dyn LogitsHook>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        opts.sampling.validate()?;
+        if opts.max_new_tokens == 0 {
+            return Err(Error::InvalidArgument("max_new_tokens must be at least 1".into()));
+        }
+        if opts.stop_strings.iter().any(String::is_empty) {
+            return Err(Error::InvalidArgument("stop strings must not be empty".into()));
+        }
+        let prompt_tokens = self.prompt_tokens(prompt)?;
+        let capacity = self.engine.capacity();
+        if prompt_tokens.len() + 1 > capacity {
+            return Err(Error::ContextOverflow { prompt: prompt_tokens.len(), context: capacity });
+        }
+        let mut seq = self.take_sequence()?;
+        let result = self.run_loop(&mut seq, prompt_tokens, opts, hook, on_text);
+        self.give_back(seq);
+        result
+    }
+
+    fn run_loop(
+        &self,
+        seq: &mut Sequence,
+        prompt_tokens: Vec<u32>,
+        opts: &GenerateOptions,
+        mut hook: Option<&mut dyn LogitsHook>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let start = Instant::now();
+        let mut sampler = Sampler::new(opts.sampling)?;
+        let mut stops: Vec<u32> = self.engine.info().eos_token_ids.clone();
+        stops.extend_from_slice(&opts.stop_tokens);
+        let mut seen: Vec<u32> = prompt_tokens.clone();
+        let mut scratch = Vec::new();
+        let mut logprob_buf = Vec::new();
+        let mut stream = StreamDecoder::default();
+        let mut text = String::new();
+        let mut emitted = 0usize;
+        let mut tokens = Vec::new();
+        let mut records = Vec::new();
+        let mut timings = Timings::default();
+
+        self.engine.forward(seq, &prompt_tokens, false)?;
+        timings.prefill_s = start.elapsed().as_secs_f64();
+        let mut decode_start = None;
+        let finish = loop {
+            // The logits of the last position: penalty, record, hook, sample.
+            let logits = seq.logits_mut();
+            sampler::apply_repetition_penalty(logits, &seen, opts.sampling.repetition_penalty, &mut scratch);
+            let base_logprobs = if opts.record {
+                sampler::log_softmax(logits, &mut logprob_buf);
+                Some(logprob_buf.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>())
+            } else {
+                None
+            };
+            if let Some(h) = hook.as_deref_mut() {
+                let hidden = seq.hidden().to_vec();
+                h.apply(&hidden, seq.logits_mut());
+            }
+            let draw = sampler.sample(seq.logits())?;
+            if let Some(base_logprobs) = base_logprobs {
+                records.push(TokenRecord {
+                    token: draw.token,
+                    hidden: seq.hidden().to_vec(),
+                    base_logprobs,
+                    behaviour_logprob: draw.logprob,
+                    kept: draw.kept.clone(),
+                });
+            }
+            if tokens.is_empty() {
+                timings.first_token_s = start.elapsed().as_secs_f64();
+            }
+            tokens.push(draw.token);
+            seen.push(draw.token);
+            if stops.contains(&draw.token) {
+                break FinishReason::StopToken;
+            }
+            if let Some(piece) = stream.push(&self.tokenizer, draw.token)? {
+                text.push_str(&piece);
+            }
+            // Stop strings: cut the reply at the first one; otherwise emit all text that cannot be the
+            // start of a stop string.
+            if let Some((pos, _)) = opts.stop_strings.iter().filter_map(|s| text.find(s.as_str()).map(|p| (p, s))).min_by_key(|(p, _)| *p) {
+                text.truncate(pos);
+                if emitted < text.len() {
+                    on_text(&text[emitted..]);
+                }
+                emitted = text.len();
+                break FinishReason::StopString;
+            }
+            let safe = text.len() - held_back(&text, &opts.stop_strings);
+            if safe > emitted {
+                let keep_going = on_text(&text[emitted..safe]);
+                emitted = safe;
+                if !keep_going {
+                    break FinishReason::Cancelled;
+                }
+            }
+            if tokens.len() >= opts.max_new_tokens {
+                break FinishReason::Length;
+            }
+            if seq.len() + 1 > seq.capacity() {
+                break FinishReason::ContextFull;
+            }
+            let t0 = Instant::now();
+            decode_start.get_or_insert(t0);
+            self.engine.forward(seq, &[draw.token], false)?;
+            timings.decode_s += t0.elapsed().as_secs_f64();
+            timings.decode_steps += 1;
+        };
+        if finish != FinishReason::Cancelled && finish != FinishReason::StopString && emitted < text.len() {
+            on_text(&text[emitted..]);
+        }
+        Ok(Generation {
+            text,
+            prompt_tokens,
+            tokens,
+            records,
+            sampling: RecordedSampling { temperature: opts.sampling.temperature },
+            finish,
+            timings,
+        })
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of a stop string (held back from
+/// streaming until it is clear whether the stop string follows).
+fn held_back(text: &str, stops: &[String]) -> usize {
+    let mut best = 0;
+    for s in stops {
+        for (i, _) in s.char_indices().skip(1) {
+            if i > best && text.ends_with(&s[..i]) {
+                best = i;
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn holds_back_partial_stop_strings() {
+        let stops = vec!["\nUser:".to_string()];
+        assert_eq!(held_back("hello\nUs", &stops), 3);
+        assert_eq!(held_back("hello", &stops), 0);
+        assert_eq!(held_back("hello\n", &stops), 1);
+    }
+}

@@ -1,0 +1,9 @@
+//! Attune: an on-device LLM runtime on ONNX Runtime that learns from the person using it.
+#![deny(unsafe_code)]
+
+pub mod engine;
+pub mod error;
+pub mod generate;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
