@@ -46,6 +46,32 @@ from gguf import GGMLQuantizationType as QT
 HERE = os.path.dirname(os.path.abspath(__file__))
 QK = 32  # block size of Q4_1 and Q8_0
 CONVERTER_VERSION = "1"
+MATMUL_KINDS = ("qkv", "o", "gate_up", "down", "lm_head")
+DEFAULT_ACCURACY_LEVEL = 4
+
+
+def parse_levels(spec: str | None) -> dict:
+    """'qkv=4s,down=1,o@0-3=1' -> {'qkv': '4s', 'down': 1, 'o@0': 1, ..., 'o@3': 1}.
+
+    KIND=N sets MatMulNBits accuracy_level N; a trailing 's' (4s) also splits the activation into
+    an int8-exact part and a remainder (two int8 passes, near-fp32 accuracy). KIND@A-B limits the
+    setting to layers A..B.
+    """
+    out = {}
+    for part in filter(None, (spec or "").replace(" ", "").split(",")):
+        k, _, v = part.partition("=")
+        kind, _, layers = k.partition("@")
+        if kind not in MATMUL_KINDS or v.rstrip("s") not in ("0", "1", "2", "3", "4") or \
+                (v.endswith("s") and kind == "lm_head"):
+            raise ValueError(f"bad accuracy level entry {part!r} (kinds: {', '.join(MATMUL_KINDS)})")
+        val = v if v.endswith("s") else int(v)
+        if layers:
+            a, _, b = layers.partition("-")
+            for i in range(int(a), int(b or a) + 1):
+                out[f"{kind}@{i}"] = val
+        else:
+            out[kind] = val
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +208,12 @@ class Graph:
             self.consts[key] = self.init(name, arr)
         return self.consts[key]
 
+    def const_f32(self, value):
+        key = ("f32", float(value))
+        if key not in self.consts:
+            self.consts[key] = self.init(f"const_f32_{len(self.consts)}", np.array(value, np.float32))
+        return self.consts[key]
+
     def node(self, op, inputs, outputs, name, domain=None, **attrs):
         n = helper.make_node(op, inputs, outputs, name=name, domain=domain, **attrs)
         self.nodes.append(n)
@@ -189,12 +221,12 @@ class Graph:
 
 
 class Converter:
-    def __init__(self, ws: WeightSet, accuracy_level: int = 4, zp_mode: str = "int",
-                 lm_head_accuracy_level: int | None = None):
+    def __init__(self, ws: WeightSet, accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
+                 zp_mode: str = "int", levels: dict | None = None):
         self.ws = ws
         self.cfg = ws.config
-        self.acc = accuracy_level
-        self.lm_acc = accuracy_level if lm_head_accuracy_level is None else lm_head_accuracy_level
+        self.levels = {k: accuracy_level for k in MATMUL_KINDS}
+        self.levels.update(levels or {})
         if zp_mode not in ("int", "float"):
             raise ValueError(zp_mode)
         self.zp_mode = zp_mode
@@ -212,21 +244,47 @@ class Converter:
             raw = unpermute_rows(raw, unpermute_heads)
         return raw
 
-    def matmul_q4_1(self, x, raw, K, name):
+    def level(self, kind, layer):
+        """(accuracy_level, split) for one projection: most specific setting wins."""
+        spec = self.levels.get(f"{kind}@{layer}", self.levels[kind])
+        if isinstance(spec, str):
+            return int(spec.rstrip("s")), spec.endswith("s")
+        return int(spec), False
+
+    def split_activation(self, x, K, name):
+        """x = xq + r with xq exactly on the int8 grid MatMulNBits' int8 compute uses
+        (per 32-block, scale amax/127), so that int8 compute of xq is lossless and r (about 1/254
+        of x) carries the rest: W.x = W.xq + W.r to ~1e-5 relative, at int8 speed."""
+        g = self.g
+        nb = K // QK
+        xb = g.node("Reshape", [x, g.const_i64([0, 0, nb, QK])], [f"{name}.xb"], f"{name}.xb_reshape")
+        ab = g.node("Abs", [xb], [f"{name}.xabs"], f"{name}.xabs")
+        am = g.node("ReduceMax", [ab], [f"{name}.xamax"], f"{name}.xamax", axes=[-1], keepdims=0)
+        sc = g.node("Mul", [am, self.g.const_f32(1.0 / 127.0)], [f"{name}.xscale0"], f"{name}.xscale0")
+        sc = g.node("Max", [sc, self.g.const_f32(1e-30)], [f"{name}.xscale"], f"{name}.xscale")
+        q8 = g.node("QuantizeLinear", [x, sc], [f"{name}.xq8"], f"{name}.xq8", axis=-1,
+                    block_size=QK, output_dtype=TensorProto.INT8)
+        xq = g.node("DequantizeLinear", [q8, sc], [f"{name}.xq"], f"{name}.xq", axis=-1,
+                    block_size=QK)
+        r = g.node("Sub", [x, xq], [f"{name}.xr"], f"{name}.xr")
+        return xq, r, xb
+
+    def matmul_q4_1(self, x, raw, K, name, kind, layer):
         """x [.., K] @ W^T where W = raw Q4_1 rows [N, K]. Returns output name."""
         g = self.g
         N = raw.shape[0]
         nb = K // QK
+        acc, split = self.level(kind, layer)
         d, m, q = q4_1_fields(raw)
         g.init(f"{name}.qweight", pack_nibbles(q))  # [N, nb, 16]
         g.init(f"{name}.scales", d.reshape(-1))       # [N*nb]
+        attrs = dict(domain="com.microsoft", K=K, N=N, bits=4, block_size=QK, accuracy_level=acc)
         if self.zp_mode == "float":
             with np.errstate(divide="ignore", invalid="ignore"):
                 zp = np.where(d != 0, -m / np.where(d != 0, d, 1), 0).astype(np.float32)
             g.init(f"{name}.zp", zp.reshape(-1))
             return g.node("MatMulNBits", [x, f"{name}.qweight", f"{name}.scales", f"{name}.zp"],
-                          [f"{name}.out"], name, domain="com.microsoft",
-                          K=K, N=N, bits=4, block_size=QK, accuracy_level=self.acc)
+                          [f"{name}.out"], name, **attrs)
         # integer zero point + correction
         with np.errstate(divide="ignore", invalid="ignore"):
             zf = np.where(d != 0, -m.astype(np.float64) / np.where(d != 0, d, 1), 0)
@@ -235,13 +293,21 @@ class Converter:
         zb = z if nb % 2 == 0 else np.concatenate([z, np.zeros((N, 1), np.uint8)], axis=1)
         zpk = (zb[:, 0::2] | (zb[:, 1::2] << 4)).astype(np.uint8)                # [N, ceil(nb/2)]
         g.init(f"{name}.zp", zpk.reshape(-1))
-        y = g.node("MatMulNBits", [x, f"{name}.qweight", f"{name}.scales", f"{name}.zp"],
-                   [f"{name}.mnb"], name, domain="com.microsoft",
-                   K=K, N=N, bits=4, block_size=QK, accuracy_level=self.acc)
+        w = [f"{name}.qweight", f"{name}.scales", f"{name}.zp"]
+        xb = None
+        if split:
+            xq, r, xb = self.split_activation(x, K, name)
+            y1 = g.node("MatMulNBits", [xq] + w, [f"{name}.mnb_q"], name + ".q", **attrs)
+            y2 = g.node("MatMulNBits", [r] + w, [f"{name}.mnb_r"], name + ".r", **attrs)
+            y = g.node("Add", [y1, y2], [f"{name}.mnb"], name + ".qr_add")
+        else:
+            y = g.node("MatMulNBits", [x] + w, [f"{name}.mnb"], name, **attrs)
         if not np.any(resid):
-            return y
+            return g.node("Identity", [y], [f"{name}.out"], f"{name}.identity")
         g.init(f"{name}.resid", np.ascontiguousarray(resid.T))  # [nb, N]
-        xb = g.node("Reshape", [x, g.const_i64([0, 0, nb, QK])], [f"{name}.xb"], f"{name}.xb_reshape")
+        if xb is None:
+            xb = g.node("Reshape", [x, g.const_i64([0, 0, nb, QK])], [f"{name}.xb"],
+                        f"{name}.xb_reshape")
         s = g.node("ReduceSum", [xb, g.const_i64([-1])], [f"{name}.bsum"], f"{name}.bsum",
                    keepdims=0)
         c = g.node("MatMul", [s, f"{name}.resid"], [f"{name}.corr"], f"{name}.corr_mm")
@@ -331,7 +397,7 @@ class Converter:
             wq = self.q4_1_rows(f"{p}.attn_q.weight", nh)
             wk = self.q4_1_rows(f"{p}.attn_k.weight", nkv)
             wv = self.q4_1_rows(f"{p}.attn_v.weight")
-            qkv = self.matmul_q4_1(normed, np.concatenate([wq, wk, wv], axis=0), H, f"{p}.attn_qkv")
+            qkv = self.matmul_q4_1(normed, np.concatenate([wq, wk, wv], axis=0), H, f"{p}.attn_qkv", "qkv", i)
             attn, pk, pv = g.node(
                 "GroupQueryAttention",
                 [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value",
@@ -339,7 +405,7 @@ class Converter:
                 [f"{p}.attn.out", f"present.{i}.key", f"present.{i}.value"], f"{p}.attn",
                 domain="com.microsoft", num_heads=nh, kv_num_heads=nkv, do_rotary=1,
                 rotary_interleaved=0, scale=float(1.0 / np.sqrt(hd)), local_window_size=-1)
-            o = self.matmul_q4_1(attn, self.q4_1_rows(f"{p}.attn_output.weight"), H, f"{p}.attn_output")
+            o = self.matmul_q4_1(attn, self.q4_1_rows(f"{p}.attn_output.weight"), H, f"{p}.attn_output", "o", i)
             normed, _, _, residual = g.node(
                 "SkipSimplifiedLayerNormalization", [o, residual, f"{p}.ffn_norm"],
                 [f"{p}.ffn_norm.out", "", "", f"{p}.ffn_in"], f"{p}.ffn_norm",
@@ -347,27 +413,27 @@ class Converter:
             # fused gate/up
             wg = self.q4_1_rows(f"{p}.ffn_gate.weight")
             wu = self.q4_1_rows(f"{p}.ffn_up.weight")
-            gu = self.matmul_q4_1(normed, np.concatenate([wg, wu], axis=0), H, f"{p}.ffn_gate_up")
+            gu = self.matmul_q4_1(normed, np.concatenate([wg, wu], axis=0), H, f"{p}.ffn_gate_up", "gate_up", i)
             gate, up = g.node("Split", [gu, g.const_i64([ff, ff])], [f"{p}.gate", f"{p}.up"],
                               f"{p}.ffn_split", axis=-1)
             sg = g.node("Sigmoid", [gate], [f"{p}.gate_sig"], f"{p}.ffn_sigmoid")
             silu = g.node("Mul", [gate, sg], [f"{p}.gate_silu"], f"{p}.ffn_silu")
             act = g.node("Mul", [silu, up], [f"{p}.ffn_act"], f"{p}.ffn_mul")
-            mlp_out = self.matmul_q4_1(act, self.q4_1_rows(f"{p}.ffn_down.weight"), ff, f"{p}.ffn_down")
+            mlp_out = self.matmul_q4_1(act, self.q4_1_rows(f"{p}.ffn_down.weight"), ff, f"{p}.ffn_down", "down", i)
 
         g.init("output_norm", self.tensor("output_norm.weight")[1].astype(np.float32))
         g.node("SkipSimplifiedLayerNormalization", [mlp_out, residual, "output_norm"],
                ["hidden_states"], "output_norm", domain="com.microsoft", epsilon=eps)
         g.node("MatMulNBits", ["hidden_states", "embed.qweight", "lm_head.scales"], ["logits"],
                "lm_head", domain="com.microsoft", K=H, N=V, bits=8, block_size=QK,
-               accuracy_level=self.lm_acc)
+               accuracy_level=self.level("lm_head", None)[0])
 
         graph = helper.make_graph(g.nodes, "attune_llama", inputs, outputs, initializer=g.inits)
         model = helper.make_model(
             graph,
-            opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+            opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
             producer_name="attune-convert", producer_version=CONVERTER_VERSION)
-        model.ir_version = 8
+        model.ir_version = 10
         return model
 
 
@@ -478,30 +544,33 @@ def build_genai_config(cfg: dict, tok: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # Folder writing
 # --------------------------------------------------------------------------------------------
-def write_folder(ws: WeightSet, outdir: str, accuracy_level: int = 4, zp_mode: str = "int",
-                 lm_head_accuracy_level: int | None = None, extra_meta: dict | None = None):
+def write_folder(ws: WeightSet, outdir: str, accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
+                 zp_mode: str = "int", levels: dict | None = None, extra_meta: dict | None = None):
     """Build everything into a temp dir beside outdir, then swap it in atomically."""
     outdir = os.path.abspath(outdir.rstrip("/"))
     parent = os.path.dirname(outdir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(outdir)}.tmp-", dir=parent)
     try:
-        model = Converter(ws, accuracy_level, zp_mode, lm_head_accuracy_level).build()
+        conv = Converter(ws, accuracy_level, zp_mode, levels)
+        model = conv.build()
         onnx.save_model(model, os.path.join(tmp, "model.onnx"), save_as_external_data=True,
                         all_tensors_to_one_file=True, location="model.onnx.data",
                         size_threshold=1024, convert_attribute=False)
+        tok = ws.tokenizer if ws.tokenizer.get("tokens") else None
+        ids = tok or {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
         with open(os.path.join(tmp, "genai_config.json"), "w") as f:
-            json.dump(build_genai_config(ws.config, ws.tokenizer), f, indent=4)
+            json.dump(build_genai_config(ws.config, ids), f, indent=4)
             f.write("\n")
-        with open(os.path.join(tmp, "tokenizer.json"), "w", encoding="utf-8") as f:
-            f.write(build_tokenizer_json(ws.tokenizer))
-        with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-            json.dump(build_tokenizer_config(ws.tokenizer, ws.config["context_length"]), f,
-                      indent=2, ensure_ascii=False)
-            f.write("\n")
-        meta = {"converter_version": CONVERTER_VERSION, "accuracy_level": accuracy_level,
-                "lm_head_accuracy_level": accuracy_level if lm_head_accuracy_level is None
-                else lm_head_accuracy_level, "zp_mode": zp_mode, "config": ws.config}
+        if tok:
+            with open(os.path.join(tmp, "tokenizer.json"), "w", encoding="utf-8") as f:
+                f.write(build_tokenizer_json(tok))
+            with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump(build_tokenizer_config(tok, ws.config["context_length"]), f,
+                          indent=2, ensure_ascii=False)
+                f.write("\n")
+        meta = {"converter_version": CONVERTER_VERSION, "accuracy_levels": conv.levels,
+                "zp_mode": zp_mode, "config": ws.config}
         if extra_meta:
             meta.update(extra_meta)
         with open(os.path.join(tmp, "attune_model.json"), "w") as f:
@@ -528,16 +597,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("gguf")
     ap.add_argument("outdir")
-    ap.add_argument("--accuracy-level", type=int, default=4, choices=[0, 1, 2, 3, 4],
-                    help="MatMulNBits accuracy_level for the 4-bit layers (4 = int8 compute)")
-    ap.add_argument("--lm-head-accuracy-level", type=int, default=None, choices=[0, 1, 2, 3, 4],
-                    help="accuracy_level of the 8-bit LM head (default: same as --accuracy-level)")
+    ap.add_argument("--accuracy-level", type=int, default=DEFAULT_ACCURACY_LEVEL,
+                    choices=[0, 1, 2, 3, 4],
+                    help="MatMulNBits accuracy_level (4 = int8 compute, 0/1 = fp32 compute)")
+    ap.add_argument("--accuracy-levels", default=None,
+                    help="per-projection overrides, e.g. 'down=1,lm_head=4' "
+                         f"(kinds: {', '.join(MATMUL_KINDS)})")
     ap.add_argument("--zp-mode", choices=["int", "float"], default="int",
                     help="how Q4_1's min is expressed (see module doc)")
     a = ap.parse_args(argv)
     t0 = time.time()
     ws = load_gguf(a.gguf)
-    out = write_folder(ws, a.outdir, a.accuracy_level, a.zp_mode, a.lm_head_accuracy_level,
+    out = write_folder(ws, a.outdir, a.accuracy_level, a.zp_mode, parse_levels(a.accuracy_levels),
                        extra_meta={"source": os.path.basename(a.gguf)})
     print(f"wrote {out} in {time.time() - t0:.1f}s")
 

@@ -136,10 +136,9 @@ impl Engine {
             binding.bind_output(&info.names.present_key[l], &mut keys[l])?;
             binding.bind_output(&info.names.present_value[l], &mut values[l])?;
         }
-        binding.bind_output_to_device(&info.names.logits, &cpu)?;
-        binding.bind_output_to_device(&info.names.hidden_states, &cpu)?;
         Ok(Sequence {
             binding,
+            cpu,
             _keys: keys,
             _values: values,
             len: 0,
@@ -175,6 +174,10 @@ impl Engine {
             let p: Vec<i64> = (seq.len..total).map(|x| x as i64).collect();
             seq.binding.bind_input(pos, &Tensor::from_array(([1usize, n], p))?)?;
         }
+        // Logits and hidden states change shape between prefill and decode: bind them unallocated each
+        // run (a bound output keeps its previous shape otherwise).
+        seq.binding.bind_output_to_device(&names.logits, &seq.cpu)?;
+        seq.binding.bind_output_to_device(&names.hidden_states, &seq.cpu)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session.run_binding(&seq.binding)?;
         let (lshape, logits) = outputs
@@ -203,6 +206,7 @@ impl Engine {
 /// One token sequence's state: its KV cache (in place) and the last step's outputs.
 pub struct Sequence {
     binding: IoBinding,
+    cpu: MemoryInfo<'static>,
     _keys: Vec<Tensor<f32>>,
     _values: Vec<Tensor<f32>>,
     len: usize,

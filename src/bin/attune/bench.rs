@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Write the prompt token ids used (`prompt`, `short`) as JSON, for the peer run.
+    #[arg(long)]
+    pub dump_prompt: Option<std::path::PathBuf>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -63,6 +66,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
     let prompt = prompt_of(&model, a.prompt_tokens)?;
     let short = prompt_of(&model, 16)?;
+    if let Some(p) = &a.dump_prompt {
+        std::fs::write(p, serde_json::json!({ "prompt": prompt, "short": short }).to_string())?;
+    }
     let opts = GenerateOptions {
         sampling: SamplingConfig::greedy(),
         max_new_tokens: a.new_tokens,
