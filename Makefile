@@ -10,7 +10,8 @@ CARGO ?= cargo
 export ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER ?= 1
 export XDG_RUNTIME_DIR ?= /tmp/attune-xdg
 
-.PHONY: setup check-system venv ort models build demo test test-fast test-python bench bench-peers clean
+
+.PHONY: check-features setup check-system venv ort models build demo test test-fast test-python bench bench-peers clean
 
 setup: check-system venv ort models build
 
@@ -38,10 +39,15 @@ demo: setup
 	$(CARGO) run --release --bin attune -- demo --model $(REAL_MODEL) --out target/demo
 
 # Fast tier (tiny model) and slow tier (real model) together; CI runs this.
-test: setup
+test: setup check-features
 	mkdir -p $$XDG_RUNTIME_DIR
 	$(CARGO) test --release --workspace
 	$(VPY) -m pytest -q models/test_model.py
+
+# The execution providers behind cargo features compile (they are used only where the loaded ONNX
+# Runtime library carries them).
+check-features:
+	$(CARGO) check --features cuda,tensorrt,coreml,nnapi,qnn,directml,xnnpack
 
 test-fast: setup
 	mkdir -p $$XDG_RUNTIME_DIR

@@ -47,7 +47,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 QK = 32  # block size of Q4_1 and Q8_0
 CONVERTER_VERSION = "1"
 MATMUL_KINDS = ("qkv", "o", "gate_up", "down", "lm_head")
-DEFAULT_ACCURACY_LEVEL = 4
+# "4s": int8 compute (accuracy_level 4) with the activation split into an int8-exact part and a
+# remainder (two int8 passes): near-fp32 accuracy at close to int8 speed. See split_activation.
+DEFAULT_ACCURACY_LEVEL = "4s"
+# The 8-bit LM head only has a fast kernel at accuracy_level 4 (levels 0/1 dequantize the whole
+# 49152 x 576 matrix on every call: ~50x slower).
+DEFAULT_LM_HEAD_LEVEL = 4
+ACCURACY_CHOICES = ("0", "1", "2", "3", "4", "4s")
 
 
 def parse_levels(spec: str | None) -> dict:
@@ -221,11 +227,15 @@ class Graph:
 
 
 class Converter:
-    def __init__(self, ws: WeightSet, accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
+    def __init__(self, ws: WeightSet, accuracy_level=DEFAULT_ACCURACY_LEVEL,
                  zp_mode: str = "int", levels: dict | None = None):
         self.ws = ws
         self.cfg = ws.config
-        self.levels = {k: accuracy_level for k in MATMUL_KINDS}
+        if str(accuracy_level) not in ACCURACY_CHOICES:
+            raise ValueError(f"accuracy_level {accuracy_level!r} not in {ACCURACY_CHOICES}")
+        acc = accuracy_level if str(accuracy_level).endswith("s") else int(accuracy_level)
+        self.levels = {k: acc for k in MATMUL_KINDS}
+        self.levels["lm_head"] = DEFAULT_LM_HEAD_LEVEL
         self.levels.update(levels or {})
         if zp_mode not in ("int", "float"):
             raise ValueError(zp_mode)
@@ -259,9 +269,11 @@ class Converter:
         nb = K // QK
         xb = g.node("Reshape", [x, g.const_i64([0, 0, nb, QK])], [f"{name}.xb"], f"{name}.xb_reshape")
         ab = g.node("Abs", [xb], [f"{name}.xabs"], f"{name}.xabs")
-        am = g.node("ReduceMax", [ab], [f"{name}.xamax"], f"{name}.xamax", axes=[-1], keepdims=0)
-        sc = g.node("Mul", [am, self.g.const_f32(1.0 / 127.0)], [f"{name}.xscale0"], f"{name}.xscale0")
-        sc = g.node("Max", [sc, self.g.const_f32(1e-30)], [f"{name}.xscale"], f"{name}.xscale")
+        am = g.node("ReduceMax", [ab, g.const_i64([-1])], [f"{name}.xamax"], f"{name}.xamax",
+                    keepdims=0)
+        # an all-zero block gets scale 0: QuantizeLinear's value is then irrelevant, since
+        # DequantizeLinear multiplies it by 0 (xq = 0, r = x = 0), so no guard is needed
+        sc = g.node("Mul", [am, self.g.const_f32(1.0 / 127.0)], [f"{name}.xscale"], f"{name}.xscale")
         q8 = g.node("QuantizeLinear", [x, sc], [f"{name}.xq8"], f"{name}.xq8", axis=-1,
                     block_size=QK, output_dtype=TensorProto.INT8)
         xq = g.node("DequantizeLinear", [q8, sc], [f"{name}.xq"], f"{name}.xq", axis=-1,
@@ -297,13 +309,14 @@ class Converter:
         xb = None
         if split:
             xq, r, xb = self.split_activation(x, K, name)
-            y1 = g.node("MatMulNBits", [xq] + w, [f"{name}.mnb_q"], name + ".q", **attrs)
-            y2 = g.node("MatMulNBits", [r] + w, [f"{name}.mnb_r"], name + ".r", **attrs)
-            y = g.node("Add", [y1, y2], [f"{name}.mnb"], name + ".qr_add")
+            ys = [g.node("MatMulNBits", [xq] + w, [f"{name}.mnb_q"], name + ".q", **attrs),
+                  g.node("MatMulNBits", [r] + w, [f"{name}.mnb_r"], name + ".r", **attrs)]
         else:
-            y = g.node("MatMulNBits", [x] + w, [f"{name}.mnb"], name, **attrs)
+            ys = [g.node("MatMulNBits", [x] + w, [f"{name}.mnb"], name, **attrs)]
         if not np.any(resid):
-            return g.node("Identity", [y], [f"{name}.out"], f"{name}.identity")
+            if len(ys) == 1:
+                return ys[0]
+            return g.node("Add", ys, [f"{name}.out"], f"{name}.add")
         g.init(f"{name}.resid", np.ascontiguousarray(resid.T))  # [nb, N]
         if xb is None:
             xb = g.node("Reshape", [x, g.const_i64([0, 0, nb, QK])], [f"{name}.xb"],
@@ -311,7 +324,9 @@ class Converter:
         s = g.node("ReduceSum", [xb, g.const_i64([-1])], [f"{name}.bsum"], f"{name}.bsum",
                    keepdims=0)
         c = g.node("MatMul", [s, f"{name}.resid"], [f"{name}.corr"], f"{name}.corr_mm")
-        return g.node("Add", [y, c], [f"{name}.out"], f"{name}.corr_add")
+        if len(ys) == 1:
+            return g.node("Add", [ys[0], c], [f"{name}.out"], f"{name}.corr_add")
+        return g.node("Sum", ys + [c], [f"{name}.out"], f"{name}.sum")
 
     # ---- model ----------------------------------------------------------------------------
     def build(self) -> onnx.ModelProto:
@@ -544,7 +559,7 @@ def build_genai_config(cfg: dict, tok: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # Folder writing
 # --------------------------------------------------------------------------------------------
-def write_folder(ws: WeightSet, outdir: str, accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
+def write_folder(ws: WeightSet, outdir: str, accuracy_level=DEFAULT_ACCURACY_LEVEL,
                  zp_mode: str = "int", levels: dict | None = None, extra_meta: dict | None = None):
     """Build everything into a temp dir beside outdir, then swap it in atomically."""
     outdir = os.path.abspath(outdir.rstrip("/"))
@@ -597,9 +612,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("gguf")
     ap.add_argument("outdir")
-    ap.add_argument("--accuracy-level", type=int, default=DEFAULT_ACCURACY_LEVEL,
-                    choices=[0, 1, 2, 3, 4],
-                    help="MatMulNBits accuracy_level (4 = int8 compute, 0/1 = fp32 compute)")
+    ap.add_argument("--accuracy-level", default=DEFAULT_ACCURACY_LEVEL, choices=ACCURACY_CHOICES,
+                    help="MatMulNBits accuracy_level of the 4-bit projections: 4 = int8 compute "
+                         "(fastest, hidden-state error ~4e-2), 0/1 = fp32 compute (exact, slow), "
+                         "4s = int8 compute on an exactly split activation (default; error ~1e-4). "
+                         f"The LM head uses {DEFAULT_LM_HEAD_LEVEL} unless --accuracy-levels says")
     ap.add_argument("--accuracy-levels", default=None,
                     help="per-projection overrides, e.g. 'down=1,lm_head=4' "
                          f"(kinds: {', '.join(MATMUL_KINDS)})")

@@ -86,7 +86,7 @@ def main(argv=None):
     ap.add_argument("outdir")
     ap.add_argument("--gguf", default=DEFAULT_GGUF,
                     help="real GGUF to take the tokenizer from ('none' for no tokenizer files)")
-    ap.add_argument("--accuracy-level", type=int, default=None,
+    ap.add_argument("--accuracy-level", default=None, choices=convert.ACCURACY_CHOICES,
                     help="MatMulNBits accuracy_level (default: the converter's default)")
     a = ap.parse_args(argv)
     t0 = time.time()

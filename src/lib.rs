@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod store;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

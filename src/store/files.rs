@@ -1,0 +1,184 @@
+//! File-system primitives: version file names, directory listing, atomic writes and fsyncs.
+//!
+//! A save is durable and atomic: the bytes go to a fresh temporary file in the same directory,
+//! which is fsynced and then renamed over the final name, after which the directory itself is
+//! fsynced so that the rename survives a power cut. A crash at any point leaves either the old set
+//! of versions or the old set plus the complete new one, and at worst a stray temporary file,
+//! which the next save removes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::error::StoreError;
+use super::report::VersionKind;
+use crate::error::{Error, Result};
+
+/// The prefix of temporary files; version files never start with it.
+const TEMP_PREFIX: &str = ".tmp-";
+/// Tells apart the temporary files of concurrent writers in one process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// One version file found in a user's directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The version's sequence number.
+    pub seq: u64,
+    /// Whether it holds an adapter or marks a reset.
+    pub kind: VersionKind,
+    /// The file's full path.
+    pub path: PathBuf,
+}
+
+/// Returns the file name of version `seq`: `v0000000042.attune`, or `.reset` for a reset marker.
+pub(crate) fn version_name(seq: u64, kind: VersionKind) -> String {
+    match kind {
+        VersionKind::Adapter => format!("v{seq:010}.attune"),
+        VersionKind::Reset => format!("v{seq:010}.reset"),
+    }
+}
+
+/// Parses a version file name; anything else (temporary files, strays) yields `None`.
+pub(crate) fn parse_version_name(name: &str) -> Option<(u64, VersionKind)> {
+    let rest = name.strip_prefix('v')?;
+    let (digits, kind) = if let Some(d) = rest.strip_suffix(".attune") {
+        (d, VersionKind::Adapter)
+    } else {
+        (rest.strip_suffix(".reset")?, VersionKind::Reset)
+    };
+    if digits.len() < 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(|seq| (seq, kind))
+}
+
+/// Lists the version files in `dir`, oldest first; a missing directory has none.
+pub(crate) fn list_versions(dir: &Path) -> Result<Vec<Entry>> {
+    let reader = match fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut entries = Vec::new();
+    for item in reader {
+        let item = item.map_err(|e| Error::io(dir, e))?;
+        let name = item.file_name();
+        if let Some((seq, kind)) = name.to_str().and_then(parse_version_name) {
+            entries.push(Entry { seq, kind, path: item.path() });
+        }
+    }
+    entries.sort_by_key(|e| (e.seq, e.kind));
+    Ok(entries)
+}
+
+/// Reads a whole file, refusing files over `max_bytes` before reading them.
+///
+/// The outer error is an I/O failure; the inner one says the file is too large, which callers
+/// treat like any other damage.
+pub(crate) fn read_bounded(
+    path: &Path,
+    max_bytes: u64,
+) -> Result<std::result::Result<Vec<u8>, StoreError>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > max_bytes {
+        return Ok(Err(StoreError::TooLarge { what: "file size", claimed: len, limit: max_bytes }));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // `take` guards against a file that grows between the size check and the read.
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        let claimed = bytes.len() as u64;
+        return Ok(Err(StoreError::TooLarge { what: "file size", claimed, limit: max_bytes }));
+    }
+    Ok(Ok(bytes))
+}
+
+/// Creates `dir` if needed; a new directory is made durable by fsyncing its parent.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+    match fs::create_dir(dir) {
+        Ok(()) => match dir.parent() {
+            Some(parent) => sync_dir(parent),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// Writes `bytes` to `dir/name` atomically and durably (see the module docs).
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+    let target = dir.join(name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Error::io(&temp, e))?;
+        file.write_all(bytes).map_err(|e| Error::io(&temp, e))?;
+        file.sync_all().map_err(|e| Error::io(&temp, e))?;
+        drop(file);
+        fs::rename(&temp, &target).map_err(|e| Error::io(&target, e))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        // Best effort: a leftover temporary file is harmless and removed by the next save.
+        let _ = fs::remove_file(&temp);
+    }
+    result.map(|()| target)
+}
+
+/// Removes temporary files that a crashed writer left in `dir`. Failures are only logged: a stray
+/// temporary file is never read as a version.
+pub(crate) fn remove_temp_files(dir: &Path) {
+    let Ok(reader) = fs::read_dir(dir) else { return };
+    for item in reader.flatten() {
+        if item.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+            if let Err(e) = fs::remove_file(item.path()) {
+                log::warn!("could not remove stale temporary file {}: {e}", item.path().display());
+            }
+        }
+    }
+}
+
+/// Fsyncs a directory so that renames and removals in it are durable. Windows cannot open a
+/// directory as a file, and its renames are journaled, so there this does nothing.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_names_round_trip() {
+        for (seq, kind) in
+            [(0, VersionKind::Adapter), (42, VersionKind::Reset), (u64::MAX, VersionKind::Adapter)]
+        {
+            assert_eq!(parse_version_name(&version_name(seq, kind)), Some((seq, kind)));
+        }
+        for bad in [
+            "v42.attune",
+            ".tmp-1-2",
+            "v0000000001.attune.bak",
+            "x0000000001.attune",
+            "v00000000-1.reset",
+        ] {
+            assert_eq!(parse_version_name(bad), None, "{bad}");
+        }
+    }
+}
