@@ -140,14 +140,6 @@ def tiny_dir(tmp_path_factory, tiny_ws):
     return str(d)
 
 
-@pytest.fixture(scope="module")
-def tiny_exact_dir(tmp_path_factory, tiny_ws):
-    """Tiny model with fp32 compute everywhere: the mapping itself must be exact."""
-    d = tmp_path_factory.mktemp("tiny_exact") / "tiny"
-    convert.write_folder(tiny_ws, str(d), accuracy_level=1, levels={"lm_head": 4})
-    return str(d)
-
-
 TINY_IDS = [int(x) for x in np.random.default_rng(7).integers(0, 49152, 48)]
 
 
@@ -187,15 +179,17 @@ def test_tiny_matches_real_signature(tiny_dir):
     assert len(ri) - 2 == 2 * nr
 
 
-def test_tiny_exact_mapping_matches_reference(tiny_ws, tiny_exact_dir):
-    dec = decoder_cfg(tiny_exact_dir)
-    sess = session(tiny_exact_dir)
+@pytest.mark.parametrize("level,max_hidden_rel", [("4s", 1e-3), (4, 6e-2), (0, 1e-5)])
+def test_tiny_other_accuracy_levels(tmp_path, tiny_ws, level, max_hidden_rel):
+    """The non-default compute modes (see convert.py --accuracy-level) stay correct."""
+    d = tmp_path / "tiny"
+    convert.write_folder(tiny_ws, str(d), accuracy_level=level)
     rl, rh = reference.forward(reference.load_reference(tiny_ws), TINY_IDS)
-    lg, hs, _ = run(sess, dec, TINY_IDS)
+    lg, hs, _ = run(session(str(d)), decoder_cfg(str(d)), TINY_IDS)
     m = metrics(rl, rh, lg, hs)
-    print(f"\ntiny (fp32 compute, int8 LM head) vs reference: {m}")
-    assert m["hidden_rel"] < 1e-5
-    assert m["mean_kl"] < 1e-3 and m["top1"] == 1.0
+    print(f"\ntiny (accuracy level {level}) vs reference: {m}")
+    assert m["hidden_rel"] < max_hidden_rel
+    assert m["top1"] >= 0.85 and m["mean_kl"] < 0.02
 
 
 def test_tiny_default_matches_reference(tiny_ws, tiny_dir):
@@ -207,13 +201,14 @@ def test_tiny_default_matches_reference(tiny_ws, tiny_dir):
     print(f"\ntiny (default settings) vs reference: {m}")
     # logits of the random tiny model are far from flat, so this is a meaningful comparison
     assert rl.std() > 1.0 and len(set(rl.argmax(-1).tolist())) > len(TINY_IDS) // 2
-    assert m["hidden_rel"] < 1e-3 and m["top1"] >= 0.95 and m["mean_kl"] < 0.01
+    # default: fp32 compute in the 4-bit projections (exact mapping), int8 compute in the LM head
+    assert m["hidden_rel"] < 1e-5 and m["top1"] >= 0.95 and m["mean_kl"] < 0.005
     # the KV-cache path (prefill half, then one token at a time) gives the same numbers
     lk, hk = run_kv(sess, dec, TINY_IDS, len(TINY_IDS) // 2)
     mk = metrics(rl, rh, lk, hk)
     print(f"tiny (default settings), KV-cache path vs reference: {mk}")
-    assert mk["hidden_rel"] < 1e-3 and mk["top1"] >= 0.95 and mk["mean_kl"] < 0.01
-    assert np.linalg.norm(hk - hs) / np.linalg.norm(hs) < 1e-3
+    assert mk["hidden_rel"] < 1e-5 and mk["top1"] >= 0.95 and mk["mean_kl"] < 0.005
+    assert np.linalg.norm(hk - hs) / np.linalg.norm(hs) < 1e-5
     assert np.abs(lk - lg).max() < 1e-2 * np.abs(lg).max()
 
 

@@ -248,6 +248,11 @@ impl Sequence {
         &mut self.logits
     }
 
+    /// The hidden states (read) and the logits (write) of the last call at once, for the logits hook.
+    pub fn hidden_and_logits_mut(&mut self) -> (&[f32], &mut [f32]) {
+        (&self.hidden, &mut self.logits)
+    }
+
     /// Hidden states (LM-head inputs) of the last forward call: `rows() x d`.
     pub fn hidden(&self) -> &[f32] {
         &self.hidden

@@ -19,7 +19,7 @@ pub use sampler::{Sampler, SamplingConfig};
 /// The adapter of a user implements it; with no hook the base model samples unchanged.
 pub trait LogitsHook {
     /// Adds the hook's change to `logits` (the repetition-penalised base logits of one position).
-    fn apply(&mut self, hidden: &[f32], logits: &mut [f32]);
+    fn apply(&mut self, hidden: &[f32], logits: &mut [f32]) -> Result<()>;
 }
 
 /// What to generate from.
@@ -185,6 +185,48 @@ impl Model {
         }
     }
 
+    /// Teacher-forces `reply` (plus the end-of-sequence token) after `prompt_tokens` and returns one
+    /// record per reply token, as if the base model had produced it: the hidden state and base
+    /// log-probabilities of the position that predicts it. Used for demonstrations.
+    pub fn teacher_force(&self, prompt_tokens: &[u32], reply: &str) -> Result<Vec<TokenRecord>> {
+        if reply.trim().is_empty() {
+            return Err(Error::InvalidArgument("empty demonstration".into()));
+        }
+        if prompt_tokens.is_empty() {
+            return Err(Error::InvalidArgument("empty prompt".into()));
+        }
+        let mut reply_ids = self.tokenizer.encode(reply)?;
+        if let Some(&eos) = self.engine.info().eos_token_ids.first() {
+            reply_ids.push(eos);
+        }
+        let all: Vec<u32> = prompt_tokens.iter().chain(reply_ids.iter()).copied().collect();
+        if all.len() > self.engine.capacity() {
+            return Err(Error::ContextOverflow { prompt: all.len(), context: self.engine.capacity() });
+        }
+        let mut seq = self.take_sequence()?;
+        let res = self.engine.forward(&mut seq, &all, true);
+        let out = res.map(|()| {
+            let (v, d) = (self.engine.info().vocab_size, self.engine.info().hidden_size);
+            let mut buf = Vec::new();
+            let p0 = prompt_tokens.len();
+            (0..reply_ids.len())
+                .map(|j| {
+                    let row = p0 + j - 1;
+                    sampler::log_softmax(&seq.logits()[row * v..(row + 1) * v], &mut buf);
+                    TokenRecord {
+                        token: reply_ids[j],
+                        hidden: seq.hidden()[row * d..(row + 1) * d].to_vec(),
+                        base_logprobs: buf.iter().map(|&x| f16::from_f32(x)).collect(),
+                        behaviour_logprob: 0.0,
+                        kept: None,
+                    }
+                })
+                .collect()
+        });
+        self.give_back(seq);
+        out
+    }
+
     /// Generates a reply, streaming each new piece of text to `on_text`; returning `false` from it stops
     /// generation at once (barge-in). `hook` (an adapter) changes the logits before sampling.
     pub fn generate(
@@ -248,8 +290,8 @@ impl Model {
                 None
             };
             if let Some(h) = hook.as_deref_mut() {
-                let hidden = seq.hidden().to_vec();
-                h.apply(&hidden, seq.logits_mut());
+                let (hidden, logits) = seq.hidden_and_logits_mut();
+                h.apply(hidden, logits)?;
             }
             let draw = sampler.sample(seq.logits())?;
             if let Some(base_logprobs) = base_logprobs {

@@ -1,0 +1,178 @@
+//! The runtime a host holds: one model, one adapter store, and per-user sessions that generate with
+//! that user's adapter, take feedback, learn and persist.
+//!
+//! A [`Runtime`] is shared by all threads (`Arc<Runtime>`); a [`UserSession`] belongs to one user and
+//! is used by one thread at a time (`&mut self`). Two users' adapters never mix: each session owns
+//! its learner and adapter.
+
+mod persist;
+mod session;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineConfig;
+use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, Model, Prompt, SamplingConfig, TokenRecord};
+use crate::learn::LearnerConfig;
+use crate::store::{AdapterStore, ModelFingerprint, StoreOptions};
+use crate::tokenizer::Message;
+pub use persist::{from_record, to_record};
+pub use session::{Reply, UserSession};
+
+/// Where and how adapters are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The store's directory; `None` keeps adapters in memory only (nothing is saved).
+    pub dir: Option<PathBuf>,
+    /// How many versions of each user's adapter are kept on disk.
+    pub keep_versions: usize,
+    /// Size limit of the in-memory cache of loaded adapters, in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { dir: None, keep_versions: 5, cache_bytes: 64 << 20 }
+    }
+}
+
+/// Everything a runtime is created from; the C API takes it as JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Model folder, ONNX Runtime library, execution providers, threads.
+    pub engine: EngineConfig,
+    /// The adapter store.
+    pub store: StoreConfig,
+    /// Learning settings (algorithm, adapter shape, optimiser, guards).
+    pub learner: LearnerConfig,
+    /// Default generation options of sessions.
+    pub generation: GenerateOptions,
+    /// Prompts whose base-model replies are the probe set for the KL budget and drift checks; empty
+    /// uses a built-in set of everyday requests.
+    pub probe_prompts: Vec<String>,
+    /// Tokens generated (greedy, base model) per probe prompt.
+    pub probe_tokens: usize,
+}
+
+impl RuntimeConfig {
+    /// Parses a JSON configuration; unknown fields are errors.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let cfg: RuntimeConfig = serde_json::from_str(text).map_err(|e| Error::Config(format!("configuration JSON: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the parts that can be checked without loading anything.
+    pub fn validate(&self) -> Result<()> {
+        crate::engine::providers::parse_list(&self.engine.execution_providers)?;
+        self.learner.validate()?;
+        self.generation.sampling.validate()?;
+        if self.store.keep_versions == 0 {
+            return Err(Error::Config("store.keep_versions must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Built-in probe prompts: everyday requests, distinct from any training prompt set.
+pub const DEFAULT_PROBES: [&str; 3] = [
+    "Explain in two sentences why the sky is blue.",
+    "Write a short reminder to buy milk and bread.",
+    "What should I pack for a weekend trip to the mountains?",
+];
+
+/// A model, an adapter store and the learning settings, shared by every session.
+pub struct Runtime {
+    model: Model,
+    config: RuntimeConfig,
+    store: Option<AdapterStore>,
+    probes: OnceLock<Vec<TokenRecord>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("model", &self.model).field("store", &self.config.store.dir).finish()
+    }
+}
+
+impl Runtime {
+    /// Loads the model and opens the store.
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>> {
+        config.validate()?;
+        let model = Model::load(&config.engine)?;
+        let store = match &config.store.dir {
+            None => None,
+            Some(dir) => {
+                let mut opts = StoreOptions::new(fingerprint(&model)?);
+                opts.keep_versions = config.store.keep_versions;
+                opts.cache_bytes = config.store.cache_bytes;
+                Some(AdapterStore::open(dir, opts)?)
+            }
+        };
+        Ok(Arc::new(Runtime { model, config, store, probes: OnceLock::new() }))
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// The adapter store, when one is configured.
+    pub fn store(&self) -> Option<&AdapterStore> {
+        self.store.as_ref()
+    }
+
+    /// Opens `user`'s session: loads the newest valid adapter or creates a fresh one.
+    pub fn open_session(self: &Arc<Self>, user: &str) -> Result<UserSession> {
+        UserSession::open(Arc::clone(self), user)
+    }
+
+    /// Deletes every saved version of `user`'s adapter (forget-me); returns whether any existed.
+    pub fn forget(&self, user: &str) -> Result<bool> {
+        match &self.store {
+            Some(s) => s.forget(user),
+            None => Ok(false),
+        }
+    }
+
+    /// The probe records (base model, greedy), computed once per runtime.
+    pub fn probes(&self) -> Result<&[TokenRecord]> {
+        if let Some(p) = self.probes.get() {
+            return Ok(p);
+        }
+        let prompts: Vec<String> = if self.config.probe_prompts.is_empty() {
+            DEFAULT_PROBES.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.config.probe_prompts.clone()
+        };
+        let n = if self.config.probe_tokens == 0 { 24 } else { self.config.probe_tokens };
+        let opts = GenerateOptions { sampling: SamplingConfig::greedy(), max_new_tokens: n, record: true, ..GenerateOptions::default() };
+        let mut records = Vec::new();
+        for p in prompts {
+            let g = self.model.generate(&Prompt::Chat(vec![Message::user(p)]), &opts, None, &mut |_| true)?;
+            records.extend(g.records);
+        }
+        Ok(self.probes.get_or_init(|| records))
+    }
+}
+
+/// A fingerprint of the model that adapters are only valid for: the graph file, the tokenizer, and
+/// the shapes the adapter depends on.
+fn fingerprint(model: &Model) -> Result<ModelFingerprint> {
+    let info = model.engine().info();
+    let read = |p: PathBuf| std::fs::read(&p).map_err(|e| Error::io(p, e));
+    let graph = read(info.onnx_path.clone())?;
+    let tokenizer = read(info.dir.join("tokenizer.json"))?;
+    let shape = format!("hidden={} vocab={} layers={}", info.hidden_size, info.vocab_size, info.num_layers);
+    Ok(ModelFingerprint::of_parts(&[graph.as_slice(), tokenizer.as_slice(), shape.as_bytes()]))
+}

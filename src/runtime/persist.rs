@@ -1,0 +1,224 @@
+//! Conversion between the learner's state and the store's persisted record.
+//!
+//! The record keeps the adapter's shape (rank, alpha, top-K rows, seed), its tensors, Adam's state,
+//! the baseline and score statistics, the KL coefficient, the learning rate, the counters and the
+//! reward history. The learner's other hyper-parameters come from the runtime configuration each time
+//! a session opens, so a host can change them without rewriting adapters.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::learn::{Counters, LearnerConfig, LearnerState, RewardHistory, RunningStats, ScoreStats, STATE_VERSION};
+use crate::learn::guard::SignRun;
+use crate::adapter::{AdamParts, HeadParts, LoraConfig};
+use crate::store::{AdapterConfig, AdapterRecord, RewardSummary, Tensor};
+
+fn tensor(shape: Vec<u32>, data: Vec<f32>) -> Result<Tensor> {
+    Tensor::new(shape, data).map_err(|e| Error::Store(e.to_string()))
+}
+
+/// Row ids as f32 values: exact for vocabularies below 2^24 (16.7 M tokens).
+fn ids_to_f32(ids: &[u32]) -> Vec<f32> {
+    ids.iter().map(|&i| i as f32).collect()
+}
+
+fn f32_to_ids(v: &[f32], what: &str) -> Result<Vec<u32>> {
+    v.iter()
+        .map(|&x| {
+            if x >= 0.0 && x.fract() == 0.0 && x < 16_777_216.0 {
+                Ok(x as u32)
+            } else {
+                Err(Error::Store(format!("{what} holds a non-integer row id {x}")))
+            }
+        })
+        .collect()
+}
+
+/// Unix seconds now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The learner's state as a store record.
+pub fn to_record(state: &LearnerState, created_unix: u64) -> Result<AdapterRecord> {
+    let h = &state.head;
+    let lora = &state.config.adapter;
+    let (r, d, v) = (lora.rank as u32, h.hidden_size, h.vocab_size);
+    let n_rows = h.b_rows.len() as u32;
+    let a = &state.adam;
+    let mut tensors = BTreeMap::new();
+    tensors.insert("lora.A".to_string(), tensor(vec![r, d], h.a.clone())?);
+    tensors.insert("lora.B.rows".to_string(), tensor(vec![n_rows], ids_to_f32(&h.b_rows))?);
+    tensors.insert("lora.B".to_string(), tensor(vec![n_rows, r], h.b.clone())?);
+    tensors.insert("value.w".to_string(), tensor(vec![d], h.value_w.clone())?);
+    tensors.insert("adam.A.m".to_string(), tensor(vec![r, d], a.a_m.clone())?);
+    tensors.insert("adam.A.v".to_string(), tensor(vec![r, d], a.a_v.clone())?);
+    let an = a.b_rows.len() as u32;
+    tensors.insert("adam.B.rows".to_string(), tensor(vec![an], ids_to_f32(&a.b_rows))?);
+    tensors.insert("adam.B.m".to_string(), tensor(vec![an, r], a.b_m.clone())?);
+    tensors.insert("adam.B.v".to_string(), tensor(vec![an, r], a.b_v.clone())?);
+    tensors.insert("adam.B.steps".to_string(), tensor(vec![an], a.b_steps.iter().map(|&s| s as f32).collect())?);
+    tensors.insert("adam.value.w.m".to_string(), tensor(vec![a.w_m.len() as u32], a.w_m.clone())?);
+    tensors.insert("adam.value.w.v".to_string(), tensor(vec![a.w_v.len() as u32], a.w_v.clone())?);
+    let critic: Vec<f32> = state.critic.iter().flat_map(|&(x, y)| [x, y]).collect();
+    tensors.insert("critic.pairs".to_string(), tensor(vec![state.critic.len() as u32, 2], critic)?);
+
+    let c = &state.counters;
+    let counters: BTreeMap<String, u64> = [
+        ("episodes", c.episodes),
+        ("feedback", c.feedback),
+        ("ignored_feedback", c.ignored_feedback),
+        ("evicted", c.evicted),
+        ("updates", c.updates),
+        ("accepted", c.accepted),
+        ("rolled_back", c.rolled_back),
+        ("skipped", c.skipped),
+        ("skipped_episodes", c.skipped_episodes),
+        ("next_id", c.next_id),
+        ("version", c.version),
+        ("adam.A.step", a.a_step),
+        ("adam.value.step", a.value_step),
+        ("baseline.count", state.baseline.count),
+        ("sign_run.len", u64::from(state.sign_run.len)),
+        ("state_version", u64::from(state.version)),
+        ("lora.seed", lora.seed),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut scalars: BTreeMap<String, f64> = [
+        ("beta", state.beta),
+        ("lr", state.lr),
+        ("baseline.mean", state.baseline.mean),
+        ("baseline.var", state.baseline.var),
+        ("value.b", f64::from(h.value_b)),
+        ("adam.value.b.m", f64::from(a.bias_m)),
+        ("adam.value.b.v", f64::from(a.bias_v)),
+        ("sign_run.sign", f64::from(state.sign_run.sign)),
+        ("history.sum", state.history.sum),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (i, (name, st)) in state.scores.sources.iter().enumerate() {
+        // Score sources keep their names in the key; the index keeps the order.
+        scalars.insert(format!("score.{i}.{name}.mean"), st.mean);
+        scalars.insert(format!("score.{i}.{name}.var"), st.var);
+        scalars.insert(format!("score.{i}.{name}.count"), st.count as f64);
+    }
+    let hist = &state.history;
+    let mut extra = BTreeMap::new();
+    extra.insert("top_k".to_string(), lora.top_k as f32);
+    let mut rec = AdapterRecord::new(
+        AdapterConfig {
+            rank: r,
+            alpha: lora.alpha,
+            hidden: d,
+            vocab: v,
+            top_k_rows: lora.top_k as u32,
+            algorithm: serde_json::to_value(state.config.algorithm)
+                .ok()
+                .and_then(|x| x.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            extra,
+        },
+        created_unix,
+    );
+    rec.tensors = tensors;
+    rec.counters = counters;
+    rec.scalars = scalars;
+    rec.rewards = RewardSummary {
+        count: hist.count,
+        mean: if hist.count > 0 { hist.sum / hist.count as f64 } else { 0.0 },
+        recent: hist.recent.clone(),
+        thumbs_up: hist.positive,
+        thumbs_down: hist.negative,
+    };
+    rec.updated_unix = now_unix();
+    Ok(rec)
+}
+
+/// A learner state from a record and the runtime's learner configuration (whose adapter shape is
+/// replaced by the record's).
+pub fn from_record(rec: &AdapterRecord, mut config: LearnerConfig) -> Result<LearnerState> {
+    let t = |name: &str| -> Result<&Tensor> {
+        rec.tensors.get(name).ok_or_else(|| Error::Store(format!("adapter record has no tensor `{name}`")))
+    };
+    let cnt = |name: &str| -> u64 { rec.counters.get(name).copied().unwrap_or(0) };
+    let sc = |name: &str| -> f64 { rec.scalars.get(name).copied().unwrap_or(0.0) };
+    let cfg = &rec.config;
+    config.adapter = LoraConfig { rank: cfg.rank as usize, alpha: cfg.alpha, top_k: cfg.top_k_rows as usize, seed: cnt("lora.seed") };
+    let head = HeadParts {
+        hidden_size: cfg.hidden,
+        vocab_size: cfg.vocab,
+        a: t("lora.A")?.data.clone(),
+        b_rows: f32_to_ids(&t("lora.B.rows")?.data, "lora.B.rows")?,
+        b: t("lora.B")?.data.clone(),
+        value_w: t("value.w")?.data.clone(),
+        value_b: sc("value.b") as f32,
+    };
+    let adam = AdamParts {
+        a_m: t("adam.A.m")?.data.clone(),
+        a_v: t("adam.A.v")?.data.clone(),
+        a_step: cnt("adam.A.step"),
+        b_rows: f32_to_ids(&t("adam.B.rows")?.data, "adam.B.rows")?,
+        b_m: t("adam.B.m")?.data.clone(),
+        b_v: t("adam.B.v")?.data.clone(),
+        b_steps: t("adam.B.steps")?.data.iter().map(|&s| s as u32).collect(),
+        w_m: t("adam.value.w.m")?.data.clone(),
+        w_v: t("adam.value.w.v")?.data.clone(),
+        bias_m: sc("adam.value.b.m") as f32,
+        bias_v: sc("adam.value.b.v") as f32,
+        value_step: cnt("adam.value.step"),
+    };
+    let critic = t("critic.pairs")?.data.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+    let mut sources: Vec<(usize, String, RunningStats)> = Vec::new();
+    for (k, &v) in &rec.scalars {
+        let Some(rest) = k.strip_prefix("score.") else { continue };
+        let Some((idx, tail)) = rest.split_once('.') else { continue };
+        let Ok(idx) = idx.parse::<usize>() else { continue };
+        let Some((name, field)) = tail.rsplit_once('.') else { continue };
+        let pos = match sources.iter().position(|(i, _, _)| *i == idx) {
+            Some(p) => p,
+            None => {
+                sources.push((idx, name.to_string(), RunningStats::default()));
+                sources.len() - 1
+            }
+        };
+        let st = &mut sources[pos].2;
+        match field {
+            "mean" => st.mean = v,
+            "var" => st.var = v,
+            "count" => st.count = v as u64,
+            _ => {}
+        }
+    }
+    sources.sort_by_key(|(i, _, _)| *i);
+    let r = &rec.rewards;
+    Ok(LearnerState {
+        version: STATE_VERSION,
+        config,
+        head,
+        adam,
+        baseline: RunningStats { count: cnt("baseline.count"), mean: sc("baseline.mean"), var: sc("baseline.var") },
+        scores: ScoreStats { sources: sources.into_iter().map(|(_, n, s)| (n, s)).collect() },
+        beta: sc("beta"),
+        lr: sc("lr"),
+        counters: Counters {
+            episodes: cnt("episodes"),
+            feedback: cnt("feedback"),
+            ignored_feedback: cnt("ignored_feedback"),
+            evicted: cnt("evicted"),
+            updates: cnt("updates"),
+            accepted: cnt("accepted"),
+            rolled_back: cnt("rolled_back"),
+            skipped: cnt("skipped"),
+            skipped_episodes: cnt("skipped_episodes"),
+            next_id: cnt("next_id"),
+            version: cnt("version"),
+        },
+        history: RewardHistory { count: r.count, sum: sc("history.sum"), positive: r.thumbs_up, negative: r.thumbs_down, recent: r.recent.clone() },
+        critic,
+        sign_run: SignRun { sign: sc("sign_run.sign") as i8, len: cnt("sign_run.len") as u32 },
+    })
+}
