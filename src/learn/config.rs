@@ -1,0 +1,210 @@
+//! The learner's configuration: which algorithm, its hyper-parameters, and the safeguards.
+//! Defaults follow `docs/rl.md`; they are starting points to sweep, not constants.
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::LoraConfig;
+use crate::error::{Error, Result};
+
+/// Which learning algorithm turns rewards into token weights `c_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// REINFORCE with an exponential-moving-average baseline; leave-one-out (RLOO) baselines for
+    /// episodes that share a prompt within one update.
+    Reinforce,
+    /// Advantage actor-critic: a value head and GAE once the critic explains variance, otherwise the
+    /// REINFORCE baseline.
+    A2c,
+    /// PPO-clip: REINFORCE advantages weighted by the importance ratio to the recorded behaviour
+    /// policy, zero where the clip is active.
+    Ppo,
+    /// REINFORCE advantages with a trust region: the step is shrunk until the exact KL between the
+    /// old and new policies on the episode's tokens is small enough, or rejected.
+    Trpo,
+    /// Teacher-forced demonstrations (`c_t = 1`, `beta = 0`): every recorded episode is a target.
+    Supervised,
+}
+
+/// Everything the [`super::Learner`] can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearnerConfig {
+    /// Shape and initialisation of the adapter.
+    pub adapter: LoraConfig,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Adam's learning rate for `A` and `B` (halved at every rollback).
+    pub lr: f64,
+    /// The value head's learning rate as a multiple of `lr`.
+    pub value_lr_mult: f64,
+    /// The floor that rollbacks cannot halve `lr` below.
+    pub min_lr: f64,
+    /// After each accepted update `lr` is multiplied by this, up to the configured `lr`, so that it
+    /// recovers from rollbacks (1: it never does, as `docs/rl.md` literally says).
+    pub lr_recovery: f64,
+    /// Adam's first-moment decay.
+    pub adam_beta1: f64,
+    /// Adam's second-moment decay.
+    pub adam_beta2: f64,
+    /// Adam's epsilon.
+    pub adam_eps: f64,
+    /// Gradients with a larger Euclidean norm are scaled down to it (policy and value separately).
+    pub max_grad_norm: f64,
+    /// The temperature greedy episodes (sampled at temperature 0) are trained at.
+    pub greedy_tau: f32,
+    /// The initial KL coefficient `beta`.
+    pub beta: f64,
+    /// Whether `beta` follows Ziegler's controller toward `kl_target`.
+    pub adaptive_beta: bool,
+    /// The controller's target mean KL per token (nats).
+    pub kl_target: f64,
+    /// The controller's horizon in episodes.
+    pub kl_horizon: f64,
+    /// The rate of the moving-average baseline and of the reward statistics.
+    pub baseline_rate: f64,
+    /// The floor of the running reward standard deviation.
+    pub sigma_floor: f64,
+    /// Normalised advantages are clipped to `+-advantage_clip`.
+    pub advantage_clip: f64,
+    /// `T_norm`: REINFORCE weights are divided by this constant (the longest reply), so long replies
+    /// are not favoured.
+    pub max_response_tokens: usize,
+    /// GAE's discount within a turn.
+    pub gamma: f64,
+    /// GAE's lambda.
+    pub gae_lambda: f64,
+    /// How many recent tokens' (value, return) pairs decide whether the critic explains variance.
+    pub critic_window: usize,
+    /// PPO's clip range `eps`.
+    pub ppo_clip: f64,
+    /// Episodes whose mean importance ratio exceeds this are skipped.
+    pub ppo_max_mean_ratio: f64,
+    /// Whether episodes sampled before the adapter last changed get PPO's ratio and clip under the
+    /// other algorithms too (a policy gradient on another policy's samples is biased).
+    pub clip_stale: bool,
+    /// TRPO's bound on the mean `KL(p_old || p_new)` per token.
+    pub trpo_max_kl: f64,
+    /// TRPO's step shrink factor.
+    pub trpo_backtrack: f64,
+    /// TRPO's number of shrinks before the step is rejected.
+    pub trpo_max_backtracks: u32,
+    /// Roll back when the mean KL to the base on the probe tokens exceeds this (nats per token).
+    pub kl_budget: f64,
+    /// Roll back when the probe tokens' NLL rises by more than this fraction of the base NLL.
+    pub max_nll_drift: f64,
+    /// Roll back when the probe entropy falls by more than this fraction of the base entropy.
+    pub max_entropy_drop: f64,
+    /// Model or classifier scores are z-scored and clipped to `+-score_clip`.
+    pub score_clip: f64,
+    /// How many episodes wait for feedback; the oldest is evicted beyond it.
+    pub episode_capacity: usize,
+    /// Run an update after this many usable rewards (0: only when `update` is called).
+    pub auto_update_after: usize,
+    /// At most this many updates in any 60 s (0: no limit).
+    pub max_updates_per_minute: u32,
+    /// Feedback beyond this many consecutive rewards of the same sign is ignored (0: no cap).
+    pub max_same_sign_run: u32,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        LearnerConfig {
+            adapter: LoraConfig::default(),
+            algorithm: Algorithm::Reinforce,
+            lr: 5e-4,
+            value_lr_mult: 10.0,
+            min_lr: 1e-6,
+            lr_recovery: 1.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.95,
+            adam_eps: 1e-8,
+            max_grad_norm: 1.0,
+            greedy_tau: 0.7,
+            beta: 0.05,
+            adaptive_beta: true,
+            kl_target: 0.05,
+            kl_horizon: 200.0,
+            baseline_rate: 0.05,
+            sigma_floor: 1e-3,
+            advantage_clip: 2.0,
+            max_response_tokens: 256,
+            gamma: 1.0,
+            gae_lambda: 0.95,
+            critic_window: 2048,
+            ppo_clip: 0.2,
+            ppo_max_mean_ratio: 10.0,
+            clip_stale: true,
+            trpo_max_kl: 0.01,
+            trpo_backtrack: 0.8,
+            trpo_max_backtracks: 10,
+            kl_budget: 0.1,
+            max_nll_drift: 0.02,
+            max_entropy_drop: 0.3,
+            score_clip: 5.0,
+            episode_capacity: 8,
+            auto_update_after: 1,
+            max_updates_per_minute: 30,
+            max_same_sign_run: 8,
+        }
+    }
+}
+
+impl LearnerConfig {
+    /// Checks that every value is usable.
+    pub fn validate(&self) -> Result<()> {
+        self.adapter.validate()?;
+        let positive = [
+            ("lr", self.lr),
+            ("value_lr_mult", self.value_lr_mult),
+            ("min_lr", self.min_lr),
+            ("adam_eps", self.adam_eps),
+            ("max_grad_norm", self.max_grad_norm),
+            ("kl_target", self.kl_target),
+            ("kl_horizon", self.kl_horizon),
+            ("sigma_floor", self.sigma_floor),
+            ("advantage_clip", self.advantage_clip),
+            ("ppo_clip", self.ppo_clip),
+            ("ppo_max_mean_ratio", self.ppo_max_mean_ratio),
+            ("trpo_max_kl", self.trpo_max_kl),
+            ("kl_budget", self.kl_budget),
+            ("max_nll_drift", self.max_nll_drift),
+            ("score_clip", self.score_clip),
+        ];
+        for (name, x) in positive {
+            if !(x.is_finite() && x > 0.0) {
+                return Err(Error::Config(format!("{name} must be finite and > 0, got {x}")));
+            }
+        }
+        let unit = [
+            ("adam_beta1", self.adam_beta1),
+            ("adam_beta2", self.adam_beta2),
+            ("baseline_rate", self.baseline_rate),
+            ("trpo_backtrack", self.trpo_backtrack),
+            ("max_entropy_drop", self.max_entropy_drop),
+        ];
+        for (name, x) in unit {
+            if !(x > 0.0 && x < 1.0) {
+                return Err(Error::Config(format!("{name} must be in (0, 1), got {x}")));
+            }
+        }
+        for (name, x) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
+            if !(0.0..=1.0).contains(&x) {
+                return Err(Error::Config(format!("{name} must be in [0, 1], got {x}")));
+            }
+        }
+        if !(self.lr_recovery.is_finite() && self.lr_recovery >= 1.0) {
+            return Err(Error::Config(format!("lr_recovery must be finite and >= 1, got {}", self.lr_recovery)));
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return Err(Error::Config(format!("beta must be finite and >= 0, got {}", self.beta)));
+        }
+        if !(self.greedy_tau.is_finite() && self.greedy_tau > 0.0) {
+            return Err(Error::Config(format!("greedy_tau must be finite and > 0, got {}", self.greedy_tau)));
+        }
+        if self.max_response_tokens == 0 || self.episode_capacity == 0 || self.critic_window < 2 {
+            return Err(Error::Config("max_response_tokens and episode_capacity must be >= 1, critic_window >= 2".into()));
+        }
+        Ok(())
+    }
+}

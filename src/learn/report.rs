@@ -1,0 +1,159 @@
+//! What every update reports.
+
+use serde::{Deserialize, Serialize};
+
+use super::config::Algorithm;
+
+/// Why an update was undone after it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackReason {
+    /// The mean KL to the base on the probe tokens exceeded the budget.
+    KlBudget,
+    /// The probe tokens' NLL rose by more than the allowed fraction.
+    NllDrift,
+    /// The probe entropy fell by more than the allowed fraction.
+    EntropyDrop,
+    /// A parameter or a measurement was not finite.
+    NonFinite,
+}
+
+/// Why an update (or one piece of feedback) was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The limit on updates per minute was reached; the episodes wait for the next update.
+    RateLimited,
+    /// Every episode's mean importance ratio was too large (the adapter moved too far since).
+    RatioTooLarge,
+    /// TRPO found no step within the trust region.
+    TrustRegion,
+    /// Every weight was zero (rewards equal to their baseline, or everything clipped).
+    NoSignal,
+    /// Feedback beyond the cap on runs of same-sign rewards.
+    SameSignRun,
+}
+
+/// The result of an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateOutcome {
+    /// The step was applied and passed every check.
+    Accepted,
+    /// The step was applied, failed a check, and was undone; the learning rate was halved.
+    RolledBack(RollbackReason),
+    /// No step was applied.
+    Skipped(SkipReason),
+}
+
+/// The loss terms of an update, averaged over its episodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossTerms {
+    /// `-sum_t c_t log p_t[a_t]` per episode.
+    pub policy: f64,
+    /// `beta` times the summed KL per episode.
+    pub kl: f64,
+    /// The value loss `1/2 sum_t (V_t - G_t)^2` per token with a target.
+    pub value: f64,
+}
+
+/// The probe measurements after an update.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStats {
+    /// Mean KL to the base per probe token.
+    pub kl: f64,
+    /// Mean negative log-likelihood of the probe tokens under the adapter.
+    pub nll: f64,
+    /// The same under the base model.
+    pub base_nll: f64,
+    /// Mean entropy of the adapted policy at the probe tokens.
+    pub entropy: f64,
+    /// The same for the base model.
+    pub base_entropy: f64,
+    /// Probe tokens measured.
+    pub tokens: usize,
+}
+
+/// Everything one update did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateReport {
+    /// The algorithm used.
+    pub algorithm: Algorithm,
+    /// Accepted, rolled back, or skipped, and why.
+    pub outcome: UpdateOutcome,
+    /// Episodes that contributed to the step.
+    pub episodes: usize,
+    /// Episodes dropped before the step (importance ratio too large).
+    pub skipped_episodes: usize,
+    /// Tokens in the step.
+    pub tokens: usize,
+    /// The loss terms.
+    pub loss: LossTerms,
+    /// Mean KL to the base per token of the update's episodes, before the step.
+    pub mean_kl: f64,
+    /// Probe measurements after the step (`None` without probes or when nothing was applied).
+    pub probe: Option<ProbeStats>,
+    /// Mean `KL(p_old || p_new)` per token of the applied step (measured by TRPO only).
+    pub step_kl: Option<f64>,
+    /// TRPO's step shrinks.
+    pub backtracks: u32,
+    /// The policy gradient's norm before clipping.
+    pub grad_norm: f64,
+    /// The value gradient's norm before clipping.
+    pub value_grad_norm: f64,
+    /// Whether the critic served as the baseline.
+    pub critic_used: bool,
+    /// The largest mean importance ratio among the episodes that were importance-weighted (PPO, or
+    /// stale episodes); `None` when none was.
+    pub max_mean_ratio: Option<f64>,
+    /// Tokens whose PPO clip was active.
+    pub clipped_tokens: usize,
+    /// `beta` after the update.
+    pub beta: f64,
+    /// The learning rate after the update.
+    pub lr: f64,
+    /// Wall-clock time of the update in seconds.
+    pub elapsed_s: f64,
+}
+
+impl UpdateReport {
+    /// An empty report for `algorithm` with the given outcome.
+    pub fn new(algorithm: Algorithm, outcome: UpdateOutcome, beta: f64, lr: f64) -> UpdateReport {
+        UpdateReport {
+            algorithm,
+            outcome,
+            episodes: 0,
+            skipped_episodes: 0,
+            tokens: 0,
+            loss: LossTerms::default(),
+            mean_kl: 0.0,
+            probe: None,
+            step_kl: None,
+            backtracks: 0,
+            grad_norm: 0.0,
+            value_grad_norm: 0.0,
+            critic_used: false,
+            max_mean_ratio: None,
+            clipped_tokens: 0,
+            beta,
+            lr,
+            elapsed_s: 0.0,
+        }
+    }
+
+    /// Whether the step was kept.
+    pub fn accepted(&self) -> bool {
+        self.outcome == UpdateOutcome::Accepted
+    }
+}
+
+/// What happened to one piece of feedback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedbackOutcome {
+    /// Stored; it will be learned from at the next update.
+    Queued,
+    /// Not learned from (the episode was dropped), and why.
+    Ignored(SkipReason),
+    /// It completed a batch and an update ran.
+    Updated(UpdateReport),
+}
