@@ -57,7 +57,7 @@ MATMUL_KINDS = ("qkv", "o", "gate_up", "down", "lm_head")
 DEFAULT_ACCURACY_LEVEL = 1
 # The 8-bit LM head only has a fast kernel at accuracy_level 4 (levels 0/1 dequantize the whole
 # 49152 x 576 matrix on every call: ~50x slower).
-DEFAULT_LM_HEAD_LEVEL = 4
+DEFAULT_LM_HEAD_LEVEL = "4s"  # two exact int8 passes: a single int8 pass flips close greedy choices
 ACCURACY_CHOICES = ("0", "1", "2", "3", "4", "4s")
 
 
@@ -72,8 +72,7 @@ def parse_levels(spec: str | None) -> dict:
     for part in filter(None, (spec or "").replace(" ", "").split(",")):
         k, _, v = part.partition("=")
         kind, _, layers = k.partition("@")
-        if kind not in MATMUL_KINDS or v.rstrip("s") not in ("0", "1", "2", "3", "4") or \
-                (v.endswith("s") and kind == "lm_head"):
+        if kind not in MATMUL_KINDS or v.rstrip("s") not in ("0", "1", "2", "3", "4"):
             raise ValueError(f"bad accuracy level entry {part!r} (kinds: {', '.join(MATMUL_KINDS)})")
         val = v if v.endswith("s") else int(v)
         if layers:
@@ -449,9 +448,17 @@ class Converter:
         g.init("output_norm", self.tensor("output_norm.weight")[1].astype(np.float32))
         hid = g.node("SkipSimplifiedLayerNormalization", [mlp_out, residual, "output_norm"],
                      ["hidden_states.2d"], "output_norm", domain="com.microsoft", epsilon=eps)
-        lg = g.node("MatMulNBits", [hid, "embed.qweight", "lm_head.scales"], ["logits.2d"],
-                    "lm_head", domain="com.microsoft", K=H, N=V, bits=8, block_size=QK,
-                    accuracy_level=self.level("lm_head", None)[0])
+        lm_acc, lm_split = self.level("lm_head", None)
+        lm_attrs = dict(domain="com.microsoft", K=H, N=V, bits=8, block_size=QK, accuracy_level=lm_acc)
+        lm_w = ["embed.qweight", "lm_head.scales"]
+        if lm_split:
+            # int8 compute on an exactly split activation: two passes, near-fp32 logits.
+            hq, hr, _ = self.split_activation(hid, H, "lm_head")
+            lq = g.node("MatMulNBits", [hq] + lm_w, ["lm_head.out_q"], "lm_head.q", **lm_attrs)
+            lr = g.node("MatMulNBits", [hr] + lm_w, ["lm_head.out_r"], "lm_head.r", **lm_attrs)
+            lg = g.node("Add", [lq, lr], ["logits.2d"], "lm_head.add")
+        else:
+            lg = g.node("MatMulNBits", [hid] + lm_w, ["logits.2d"], "lm_head", **lm_attrs)
         g.node("Reshape", [hid, bs_shape], ["hidden_states"], "hidden_states.reshape")
         g.node("Reshape", [lg, bs_shape], ["logits"], "logits.reshape")
 
