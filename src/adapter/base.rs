@@ -34,6 +34,8 @@ pub struct BaseStats {
 #[derive(Debug, Default)]
 pub struct BaseScratch {
     logprobs: Vec<f32>,
+    t: Vec<f64>,
+    e: Vec<f64>,
 }
 
 impl BaseStats {
@@ -52,7 +54,7 @@ impl BaseStats {
         if a >= vocab {
             return Err(bad(format!("token {a} is outside the vocabulary of {vocab}")));
         }
-        let x = &mut scratch.logprobs;
+        let BaseScratch { logprobs: x, t: t_buf, e: e_buf } = scratch;
         x.resize(vocab, 0.0);
         rec.base_logprobs.convert_to_f32_slice(x);
         if x.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
@@ -75,7 +77,7 @@ impl BaseStats {
         let (m, s, e, top) = match &rec.kept {
             None => {
                 let m = f64::from(max_f32(x));
-                let (s, e) = exp_sums(x, m, tau_inv);
+                let (s, e) = exp_sums(x, m, tau_inv, t_buf, e_buf);
                 (m, s, e, top_k_ids(x, top_k))
             }
             Some(kept) => {
@@ -108,26 +110,23 @@ impl BaseStats {
     }
 }
 
-/// `(sum exp(t), sum t exp(t))` with `t = (x - m) tau_inv`, in four f64 lanes.
-fn exp_sums(x: &[f32], m: f64, tau_inv: f64) -> (f64, f64) {
-    let (mut s, mut e) = ([0.0f64; 4], [0.0f64; 4]);
-    let chunks = x.chunks_exact(4);
-    let tail = chunks.remainder();
-    for c in chunks {
+/// `(sum exp(t), sum t exp(t))` with `t = (x - m) tau_inv`: two map sweeps the compiler
+/// vectorises, then the sums in four f64 lanes.
+fn exp_sums(x: &[f32], m: f64, tau_inv: f64, t: &mut Vec<f64>, e: &mut Vec<f64>) -> (f64, f64) {
+    t.clear();
+    t.extend(x.iter().map(|&xv| ((f64::from(xv) - m) * tau_inv).max(-1.0e4)));
+    e.clear();
+    e.extend(t.iter().map(|&tv| exp_f64(tv)));
+    let (mut s, mut st) = ([0.0f64; 4], [0.0f64; 4]);
+    let (ec, tc) = (e.chunks_exact(4), t.chunks_exact(4));
+    let tail: (f64, f64) = ec.remainder().iter().zip(tc.remainder()).fold((0.0, 0.0), |acc, (&p, &tv)| (acc.0 + p, acc.1 + p * tv));
+    for (pe, pt) in ec.zip(tc) {
         for k in 0..4 {
-            let t = ((f64::from(c[k]) - m) * tau_inv).max(-1.0e4);
-            let p = exp_f64(t);
-            s[k] += p;
-            e[k] += p * t;
+            s[k] += pe[k];
+            st[k] += pe[k] * pt[k];
         }
     }
-    for &xv in tail {
-        let t = ((f64::from(xv) - m) * tau_inv).max(-1.0e4);
-        let p = exp_f64(t);
-        s[0] += p;
-        e[0] += p * t;
-    }
-    (s.iter().sum(), e.iter().sum())
+    (s.iter().sum::<f64>() + tail.0, st.iter().sum::<f64>() + tail.1)
 }
 
 /// One candidate of the top-k selection; the heap keeps the worst on top.
@@ -169,26 +168,28 @@ fn heap_top_k(items: impl Iterator<Item = (f32, u32)>, k: usize) -> Vec<u32> {
     heap.into_iter().map(|e| e.1).collect()
 }
 
-/// The ids of the `k` largest values of `x` (ties to the lower id), ascending; blocks whose
-/// maximum cannot enter are skipped once `k` values are held.
+/// The ids of the `k` largest values of `x` (ties to the lower id), ascending. The `k`-th largest
+/// block maximum bounds the `k`-th largest value from below (those maxima are `k` distinct values),
+/// so only blocks reaching it are scanned.
 fn top_k_ids(x: &[f32], k: usize) -> Vec<u32> {
-    let mut heap: BinaryHeap<Entry> = BinaryHeap::with_capacity(k + 1);
-    for (bi, block) in x.chunks(64).enumerate() {
-        if heap.len() >= k && heap.peek().is_some_and(|w| max_f32(block) <= w.0) {
-            continue;
-        }
-        for (i, &xv) in block.iter().enumerate() {
-            let v = (bi * 64 + i) as u32;
-            if heap.len() < k {
-                heap.push(Entry(xv, v));
-            } else if let Some(mut worst) = heap.peek_mut() {
-                if xv > worst.0 {
-                    *worst = Entry(xv, v);
-                }
-            }
-        }
+    const BLOCK: usize = 16;
+    if k == 0 {
+        return Vec::new();
     }
-    let mut ids: Vec<u32> = heap.into_iter().map(|e| e.1).collect();
+    let maxima: Vec<f32> = x.chunks(BLOCK).map(max_f32).collect();
+    let threshold = if maxima.len() > k {
+        let mut m = maxima.clone();
+        *m.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
+    } else {
+        f32::NEG_INFINITY
+    };
+    let candidates = maxima
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m >= threshold)
+        .flat_map(|(bi, _)| (bi * BLOCK..((bi + 1) * BLOCK).min(x.len())).map(|v| (x[v], v as u32)))
+        .filter(|&(xv, _)| xv >= threshold);
+    let mut ids = heap_top_k(candidates, k);
     ids.sort_unstable();
     ids
 }
@@ -229,6 +230,19 @@ mod tests {
         let total: f64 = [0usize, 2, 5].iter().map(|&v| st.log_q(rec.base_logprobs[v]).exp()).sum();
         assert!((total - 1.0).abs() < 1e-12);
         assert_eq!(st.top, vec![0, 2]);
+    }
+
+    #[test]
+    fn top_k_matches_a_full_sort() {
+        let mut x: Vec<f32> = (0..1000u32).map(|i| ((i * 7919) % 613) as f32 * 0.5 - 100.0).collect();
+        x[17] = f32::NEG_INFINITY;
+        for k in [1, 5, 64, 255, 999, 1000, 1200] {
+            let mut order: Vec<u32> = (0..1000).collect();
+            order.sort_by(|&a, &b| x[b as usize].total_cmp(&x[a as usize]).then(a.cmp(&b)));
+            let mut want = order[..k.min(1000)].to_vec();
+            want.sort_unstable();
+            assert_eq!(top_k_ids(&x, k), want, "k = {k}");
+        }
     }
 
     #[test]

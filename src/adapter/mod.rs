@@ -15,6 +15,7 @@ pub mod base;
 pub mod cpu;
 mod dense;
 mod fastmath;
+pub mod gpu;
 pub mod head;
 pub mod math;
 pub mod reference;

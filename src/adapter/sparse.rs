@@ -6,6 +6,7 @@
 use ndarray::Array2;
 
 use super::base::BaseStats;
+use super::fastmath::exp_f64;
 use super::head::LoraHead;
 use super::math::{GradEpisode, GradStats, HeadGrad, TokenEval};
 use crate::error::{Error, Result};
@@ -242,7 +243,7 @@ impl SparseScratch {
                 let g = if ci < cands.len() && cands[ci].0 == v {
                     cands[ci].1
                 } else if ts.kappa != 0.0 && in_kept(rec, v) {
-                    ts.kappa * (bs.log_q(rec.base_logprobs[v as usize]) - ts.log_z).exp()
+                    ts.kappa * exp_f64(bs.log_q(rec.base_logprobs[v as usize]) - ts.log_z)
                 } else {
                     0.0
                 };

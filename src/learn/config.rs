@@ -193,6 +193,9 @@ impl LearnerConfig {
                 return Err(Error::Config(format!("{name} must be in [0, 1], got {x}")));
             }
         }
+        if self.min_lr > self.lr {
+            return Err(Error::Config(format!("min_lr {} is above lr {}", self.min_lr, self.lr)));
+        }
         if !(self.lr_recovery.is_finite() && self.lr_recovery >= 1.0) {
             return Err(Error::Config(format!("lr_recovery must be finite and >= 1, got {}", self.lr_recovery)));
         }
@@ -206,5 +209,30 @@ impl LearnerConfig {
             return Err(Error::Config("max_response_tokens and episode_capacity must be >= 1, critic_window >= 2".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_refused() {
+        LearnerConfig::default().validate().unwrap();
+        let bad = [
+            LearnerConfig { lr: f64::NAN, ..LearnerConfig::default() },
+            LearnerConfig { lr: 1e-7, ..LearnerConfig::default() },
+            LearnerConfig { adam_beta2: 1.0, ..LearnerConfig::default() },
+            LearnerConfig { gae_lambda: 1.5, ..LearnerConfig::default() },
+            LearnerConfig { beta: -0.1, ..LearnerConfig::default() },
+            LearnerConfig { kl_budget: 0.0, ..LearnerConfig::default() },
+            LearnerConfig { episode_capacity: 0, ..LearnerConfig::default() },
+            LearnerConfig { lr_recovery: 0.5, ..LearnerConfig::default() },
+            LearnerConfig { adapter: LoraConfig { rank: 0, ..LoraConfig::default() }, ..LearnerConfig::default() },
+            LearnerConfig { adapter: LoraConfig { rank: 65, ..LoraConfig::default() }, ..LearnerConfig::default() },
+        ];
+        for cfg in bad {
+            assert!(matches!(cfg.validate(), Err(Error::Config(_))), "{cfg:?}");
+        }
     }
 }

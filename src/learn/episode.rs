@@ -60,7 +60,10 @@ impl Episode {
             if rec.hidden.iter().any(|x| !x.is_finite()) || !rec.behaviour_logprob.is_finite() {
                 return Err(Error::InvalidArgument(format!("token {t}: non-finite hidden state or behaviour log-probability")));
             }
-            let st = BaseStats::compute(rec, vocab, tau, top_k, scratch).map_err(|e| Error::InvalidArgument(format!("token {t}: {e}")))?;
+            let st = BaseStats::compute(rec, vocab, tau, top_k, scratch).map_err(|e| match e {
+                Error::InvalidArgument(m) => Error::InvalidArgument(format!("token {t}: {m}")),
+                other => other,
+            })?;
             base.push(st);
         }
         self.tau = tau;

@@ -55,7 +55,7 @@ pub struct RuntimeConfig {
     /// Prompts whose base-model replies are the probe set for the KL budget and drift checks; empty
     /// uses a built-in set of everyday requests.
     pub probe_prompts: Vec<String>,
-    /// Tokens generated (greedy, base model) per probe prompt.
+    /// Tokens generated (base model, seeded sampling at the learner's `greedy_tau`) per probe prompt.
     pub probe_tokens: usize,
 }
 
@@ -145,7 +145,7 @@ impl Runtime {
         }
     }
 
-    /// The probe records (base model, greedy), computed once per runtime.
+    /// The probe records (base model, seeded samples), computed once per runtime.
     pub fn probes(&self) -> Result<&[TokenRecord]> {
         if let Some(p) = self.probes.get() {
             return Ok(p);
@@ -156,9 +156,13 @@ impl Runtime {
             self.config.probe_prompts.clone()
         };
         let n = if self.config.probe_tokens == 0 { 24 } else { self.config.probe_tokens };
-        let opts = GenerateOptions { sampling: SamplingConfig::greedy(), max_new_tokens: n, record: true, ..GenerateOptions::default() };
+        // Sampled (seeded) at the training temperature rather than greedy: greedy replies are the
+        // base model's most likely tokens, whose tiny NLL makes a relative drift check twitchy.
+        let tau = self.config.learner.greedy_tau;
         let mut records = Vec::new();
-        for p in prompts {
+        for (i, p) in prompts.into_iter().enumerate() {
+            let sampling = SamplingConfig { temperature: tau, seed: 0x5eed + i as u64, ..SamplingConfig::default() };
+            let opts = GenerateOptions { sampling, max_new_tokens: n, record: true, ..GenerateOptions::default() };
             let g = self.model.generate(&Prompt::Chat(vec![Message::user(p)]), &opts, None, &mut |_| true)?;
             records.extend(g.records);
         }

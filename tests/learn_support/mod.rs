@@ -1,0 +1,91 @@
+//! Shared helpers of the learning tests: a random "tiny LM head" and token records made from it.
+#![allow(dead_code)]
+
+use attune::adapter::LoraHead;
+use attune::generate::TokenRecord;
+use half::f16;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A seeded random generator.
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// A roughly standard normal value (sum of uniforms, enough for tests).
+pub fn normal(rng: &mut ChaCha8Rng) -> f32 {
+    (0..6).map(|_| rng.random_range(-1.0f32..1.0)).sum::<f32>() / 2.0_f32.sqrt()
+}
+
+/// A fixed base LM head `W` (`V x d`) with logits of a realistic spread.
+pub struct TinyLm {
+    pub vocab: usize,
+    pub d: usize,
+    pub w: Vec<f32>,
+}
+
+impl TinyLm {
+    pub fn new(vocab: usize, d: usize, spread: f32, seed: u64) -> TinyLm {
+        let mut r = rng(seed);
+        let w = (0..vocab * d).map(|_| normal(&mut r) * spread / (d as f32).sqrt()).collect();
+        TinyLm { vocab, d, w }
+    }
+
+    pub fn hidden(&self, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        (0..self.d).map(|_| normal(rng)).collect()
+    }
+
+    /// Base logits `W h`.
+    pub fn logits(&self, h: &[f32]) -> Vec<f32> {
+        (0..self.vocab).map(|v| self.w[v * self.d..(v + 1) * self.d].iter().zip(h).map(|(a, b)| a * b).sum()).collect()
+    }
+
+    /// `log_softmax(W h)` in f16, as generation records it.
+    pub fn base_logprobs(&self, h: &[f32]) -> Vec<f16> {
+        log_softmax(&self.logits(h)).into_iter().map(f16::from_f32).collect()
+    }
+
+    /// Samples one token from the adapted policy at temperature `tau` (optionally truncated to the
+    /// `top_k` most probable), returning its record.
+    pub fn sample(&self, head: &LoraHead, h: Vec<f32>, tau: f32, top_k: Option<usize>, rng: &mut ChaCha8Rng) -> TokenRecord {
+        let base = self.base_logprobs(&h);
+        let mut z: Vec<f32> = base.iter().map(|x| x.to_f32()).collect();
+        head.add_delta(&h, &mut z).unwrap();
+        let kept = top_k.map(|k| {
+            let mut idx: Vec<u32> = (0..self.vocab as u32).collect();
+            idx.sort_by(|&a, &b| z[b as usize].total_cmp(&z[a as usize]));
+            idx.truncate(k);
+            idx.sort_unstable();
+            idx
+        });
+        let scaled: Vec<f32> = (0..self.vocab)
+            .map(|v| if kept.as_ref().is_none_or(|k| k.binary_search(&(v as u32)).is_ok()) { z[v] / tau } else { f32::NEG_INFINITY })
+            .collect();
+        let lp = log_softmax(&scaled);
+        let x: f32 = rng.random_range(0.0..1.0);
+        let mut acc = 0.0;
+        let mut token = 0;
+        for (v, l) in lp.iter().enumerate() {
+            if *l == f32::NEG_INFINITY {
+                continue;
+            }
+            token = v;
+            acc += l.exp();
+            if acc > x {
+                break;
+            }
+        }
+        TokenRecord { token: token as u32, hidden: h, base_logprobs: base, behaviour_logprob: lp[token], kept }
+    }
+}
+
+pub fn log_softmax(z: &[f32]) -> Vec<f32> {
+    let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
+    z.iter().map(|x| x - lse).collect()
+}
+
+/// `|a - b| <= atol + rtol |b|`, with a readable message.
+pub fn assert_close(what: &str, a: f64, b: f64, rtol: f64, atol: f64) {
+    assert!((a - b).abs() <= atol + rtol * b.abs(), "{what}: got {a}, expected {b} (diff {})", (a - b).abs());
+}
