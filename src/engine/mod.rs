@@ -130,14 +130,24 @@ impl Engine {
             values.push(Tensor::<f32>::new(session.allocator(), shape)?);
         }
         let cpu = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)?;
-        for l in 0..info.num_layers {
-            binding.bind_input(&info.names.past_key[l], &keys[l])?;
-            binding.bind_input(&info.names.past_value[l], &values[l])?;
-            binding.bind_output(&info.names.present_key[l], &mut keys[l])?;
-            binding.bind_output(&info.names.present_value[l], &mut values[l])?;
+        // The shared past/present buffer relies on GroupQueryAttention seeing the same memory as input
+        // and output, which holds on the CPU provider only; other providers get each step's presents
+        // bound back as the next step's pasts (no copy in Rust, the provider copies).
+        let in_place = self.active.first() == Some(&Provider::Cpu);
+        if in_place {
+            for l in 0..info.num_layers {
+                binding.bind_input(&info.names.past_key[l], &keys[l])?;
+                binding.bind_input(&info.names.past_value[l], &values[l])?;
+                binding.bind_output(&info.names.present_key[l], &mut keys[l])?;
+                binding.bind_output(&info.names.present_value[l], &mut values[l])?;
+            }
+        } else {
+            keys.clear();
+            values.clear();
         }
         Ok(Sequence {
             binding,
+            in_place,
             cpu,
             _keys: keys,
             _values: values,
@@ -170,6 +180,20 @@ impl Engine {
         let names = &self.info.names;
         seq.binding.bind_input(&names.input_ids, &Tensor::from_array(([1usize, n], ids))?)?;
         seq.binding.bind_input(&names.attention_mask, &Tensor::from_array(([1usize, total], vec![1i64; total]))?)?;
+        if !seq.in_place {
+            if seq.len == 0 {
+                let info = &self.info;
+                for l in 0..info.num_layers {
+                    let empty = || Tensor::from_array(([1usize, info.num_kv_heads, 0, info.head_size], Vec::<f32>::new()));
+                    seq.binding.bind_input(&names.past_key[l], &empty()?)?;
+                    seq.binding.bind_input(&names.past_value[l], &empty()?)?;
+                }
+            }
+            for l in 0..self.info.num_layers {
+                seq.binding.bind_output_to_device(&names.present_key[l], &seq.cpu)?;
+                seq.binding.bind_output_to_device(&names.present_value[l], &seq.cpu)?;
+            }
+        }
         if let Some(pos) = &names.position_ids {
             let p: Vec<i64> = (seq.len..total).map(|x| x as i64).collect();
             seq.binding.bind_input(pos, &Tensor::from_array(([1usize, n], p))?)?;
@@ -179,7 +203,15 @@ impl Engine {
         seq.binding.bind_output_to_device(&names.logits, &seq.cpu)?;
         seq.binding.bind_output_to_device(&names.hidden_states, &seq.cpu)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run_binding(&seq.binding)?;
+        let mut outputs = session.run_binding(&seq.binding)?;
+        let mut presents = Vec::new();
+        if !seq.in_place {
+            for l in 0..self.info.num_layers {
+                for name in [&names.present_key[l], &names.present_value[l]] {
+                    presents.push(outputs.remove(name).ok_or_else(|| Error::Ort(format!("output {name} missing")))?);
+                }
+            }
+        }
         let (lshape, logits) = outputs
             .get(&names.logits)
             .ok_or_else(|| Error::Ort("logits output missing".into()))?
@@ -199,6 +231,12 @@ impl Engine {
         seq.hidden.extend_from_slice(&hidden[start * d..n * d]);
         seq.rows = rows;
         seq.len = total;
+        drop(outputs);
+        drop(session);
+        for (l, pair) in presents.chunks(2).enumerate() {
+            seq.binding.bind_input(&names.past_key[l], &pair[0])?;
+            seq.binding.bind_input(&names.past_value[l], &pair[1])?;
+        }
         Ok(())
     }
 }
@@ -206,6 +244,7 @@ impl Engine {
 /// One token sequence's state: its KV cache (in place) and the last step's outputs.
 pub struct Sequence {
     binding: IoBinding,
+    in_place: bool,
     cpu: MemoryInfo<'static>,
     _keys: Vec<Tensor<f32>>,
     _values: Vec<Tensor<f32>>,
