@@ -78,6 +78,32 @@ impl Error {
     pub fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Model { path: path.into(), reason: reason.into() }
     }
+
+    /// The stable number of this kind of error: the C API's `ATTUNE_STATUS_*` code. Numbers are
+    /// never reused; 1 ..= 19 belong to the C boundary itself (null pointers, UTF-8, panics, ...),
+    /// which is why [`Error::Busy`] shares `ATTUNE_STATUS_BUSY` (6). A new variant needs a new
+    /// number here (this match is exhaustive on purpose) and in `ffi/src/status.rs`.
+    pub fn code(&self) -> u32 {
+        match self {
+            Error::Busy(_) => 6,
+            Error::OrtLibrary(_) => 20,
+            Error::Ort(_) => 21,
+            Error::Model { .. } => 22,
+            Error::Tokenizer(_) => 23,
+            Error::Template(_) => 24,
+            Error::Config(_) => 25,
+            Error::InvalidArgument(_) => 26,
+            Error::ContextOverflow { .. } => 27,
+            Error::ExecutionProvider { .. } => 28,
+            Error::UnknownEpisode(_) => 29,
+            Error::InvalidReward(_) => 30,
+            Error::Learning(_) => 31,
+            Error::Store(_) => 32,
+            Error::CorruptAdapter { .. } => 33,
+            Error::Io { .. } => 34,
+            Error::Gpu(_) => 35,
+        }
+    }
 }
 
 impl<R> From<ort::Error<R>> for Error {

@@ -151,7 +151,7 @@ fn check_case(gpu: &mut GpuMath, vocab: usize, r: usize, n: usize, seed: u64) {
     check_evals(&what, &e_gpu, &e_cpu);
 
     // One Adam step from the same gradient on each side, then the KL between the two heads.
-    let p = AdamParams { lr: 1e-2, value_lr: 1e-1, ..AdamParams::default() };
+    let p = AdamParams { lr: 1e-2, a_lr: 1e-2, value_lr: 1e-1, ..AdamParams::default() };
     let (mut h_cpu, mut h_gpu) = (c.head.clone(), c.head.clone());
     let (mut a_cpu, mut a_gpu) = (AdamState::new(&c.head), AdamState::new(&c.head));
     for _ in 0..2 {

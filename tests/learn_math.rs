@@ -306,7 +306,7 @@ fn adam_moves_only_the_rows_with_a_gradient() {
     grad.rows = vec![4, 7];
     grad.b = Array2::from_shape_vec((2, 2), vec![1.0, -1.0, 2.0, -0.001]).unwrap();
     let before = head.clone();
-    let p = AdamParams { lr: 0.01, ..AdamParams::default() };
+    let p = AdamParams { lr: 0.01, a_lr: 0.01, ..AdamParams::default() };
     CpuMath::new().adam_step(&mut head, &mut adam, &grad, &p).unwrap();
     // Adam's first step is lr * sign(g) (up to eps).
     for (x, y) in head.a().iter().zip(before.a().iter()) {

@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 pub struct AdamParams {
     /// Learning rate of the policy parameters (`A`, `B`).
     pub lr: f64,
+    /// The learning rate of `A` (LoRA+: lower than `B`'s, since every row's change flows through `A`).
+    pub a_lr: f64,
     /// Learning rate of the value head.
     pub value_lr: f64,
     /// First-moment decay.
@@ -25,7 +27,7 @@ pub struct AdamParams {
 
 impl Default for AdamParams {
     fn default() -> Self {
-        AdamParams { lr: 5e-4, value_lr: 5e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8 }
+        AdamParams { lr: 5e-4, a_lr: 5e-4, value_lr: 5e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8 }
     }
 }
 
@@ -186,7 +188,7 @@ pub(crate) fn adam_step(head: &mut LoraHead, st: &mut AdamState, grad: &HeadGrad
     st.a_step += 1;
     let c = corrections(st.a_step, p);
     for ((x, g), (m, v)) in head.a_mut().iter_mut().zip(grad.a.iter()).zip(st.a_m.iter_mut().zip(st.a_v.iter_mut())) {
-        adam_one(x, m, v, *g, c, p.lr, p);
+        adam_one(x, m, v, *g, c, p.a_lr, p);
     }
     let (b, bm, bv) = (head.b_mut().as_slice_mut(), st.b_m.as_slice_mut(), st.b_v.as_slice_mut());
     let (Some(b), Some(bm), Some(bv), Some(gb)) = (b, bm, bv, grad.b.as_slice()) else {

@@ -36,6 +36,9 @@ pub struct LearnerConfig {
     pub algorithm: Algorithm,
     /// Adam's learning rate for `A` and `B` (halved at every rollback).
     pub lr: f64,
+    /// `A`'s learning rate as a multiple of `lr` (LoRA+, Hayou et al. 2024: `A` slower than `B`).
+    /// Every row of `B` reads `A h`, so noisy sign-like Adam steps on `A` scramble what `B` learned.
+    pub a_lr_mult: f64,
     /// The value head's learning rate as a multiple of `lr`.
     pub value_lr_mult: f64,
     /// The floor that rollbacks cannot halve `lr` below.
@@ -113,6 +116,7 @@ impl Default for LearnerConfig {
             adapter: LoraConfig::default(),
             algorithm: Algorithm::Reinforce,
             lr: 5e-4,
+            a_lr_mult: 1.0,
             value_lr_mult: 10.0,
             min_lr: 1e-6,
             lr_recovery: 1.0,

@@ -232,7 +232,7 @@ impl Learner {
     /// Adam's hyper-parameters at the current learning rate.
     pub(crate) fn adam_params(&self) -> AdamParams {
         let c = &self.config;
-        AdamParams { lr: self.lr, value_lr: self.lr * c.value_lr_mult, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_eps }
+        AdamParams { lr: self.lr, a_lr: self.lr * c.a_lr_mult, value_lr: self.lr * c.value_lr_mult, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_eps }
     }
 
     /// The learner's state as plain data (pending episodes and probes are not included).

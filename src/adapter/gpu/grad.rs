@@ -177,7 +177,7 @@ impl GpuMath {
         m.extend(adam.a_m.iter());
         v.extend(adam.a_v.iter());
         g.extend(grad.a.iter().map(|&e| e as f32));
-        let mut tab = vec![[p.lr as f32, bias_correction(p.beta1, adam.a_step + 1), bias_correction(p.beta2, adam.a_step + 1), 0.0]];
+        let mut tab = vec![[p.a_lr as f32, bias_correction(p.beta1, adam.a_step + 1), bias_correction(p.beta2, adam.a_step + 1), 0.0]];
         for (i, &row) in grad.rows.iter().enumerate() {
             let row = row as usize;
             x.extend(head.b().row(row).iter());

@@ -1,0 +1,327 @@
+//! Feedback, demonstrations, updates and `attune_update_report`.
+
+use std::ffi::c_char;
+
+use attune::learn::{FeedbackOutcome, Reward, RewardSource, UpdateOutcome, UpdateReport};
+use serde::Deserialize;
+
+use crate::boundary::{self, handle, utf8, Fail, Out, Outcome};
+use crate::generate::parse_prompt;
+use crate::session::{attune_session, lock};
+use crate::status::*;
+
+/// The feedback was stored; it will be learned from at the next update.
+pub const ATTUNE_FEEDBACK_QUEUED: u32 = 0;
+/// The feedback was accepted but will not be learned from (too many rewards of the same sign in
+/// a row); the episode was dropped.
+pub const ATTUNE_FEEDBACK_IGNORED: u32 = 1;
+/// The feedback completed a batch (`learner.auto_update_after`) and an update ran; read its report
+/// with `attune_session_last_report`.
+pub const ATTUNE_FEEDBACK_UPDATED: u32 = 2;
+
+/// The update's step was applied and passed every safeguard.
+pub const ATTUNE_UPDATE_ACCEPTED: u32 = 0;
+/// The step was applied, failed a safeguard (KL budget, drift) and was undone.
+pub const ATTUNE_UPDATE_ROLLED_BACK: u32 = 1;
+/// No step was applied (rate limit, no signal, ...).
+pub const ATTUNE_UPDATE_SKIPPED: u32 = 2;
+
+/// What one update did. Owned by the caller, freed with `attune_update_report_free`; immutable, so
+/// it may be read from any thread.
+pub struct attune_update_report {
+    outcome: u32,
+    /// The report as JSON, NUL-terminated.
+    json: Vec<u8>,
+}
+
+impl attune_update_report {
+    fn new(r: &UpdateReport) -> attune_update_report {
+        let outcome = match r.outcome {
+            UpdateOutcome::Accepted => ATTUNE_UPDATE_ACCEPTED,
+            UpdateOutcome::RolledBack(_) => ATTUNE_UPDATE_ROLLED_BACK,
+            UpdateOutcome::Skipped(_) => ATTUNE_UPDATE_SKIPPED,
+        };
+        let mut json = serde_json::to_string(r).unwrap_or_default().into_bytes();
+        json.push(0);
+        attune_update_report { outcome, json }
+    }
+
+    fn boxed(r: &UpdateReport) -> *mut attune_update_report {
+        Box::into_raw(Box::new(attune_update_report::new(r)))
+    }
+}
+
+/// One named signal of a JSON reward.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Signal {
+    #[serde(default = "one")]
+    weight: f32,
+    thumbs: Option<bool>,
+    stars: Option<u64>,
+    outcome: Option<f64>,
+    rule: Option<f64>,
+    score: Option<Score>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Score {
+    source: String,
+    value: f64,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn stars(n: u64) -> Outcome<RewardSource> {
+    match u8::try_from(n) {
+        Ok(s @ 1..=5) => Ok(RewardSource::Stars(s)),
+        _ => Err(Fail::new(ATTUNE_STATUS_INVALID_REWARD, format!("invalid reward: {n} stars is outside 1..=5"))),
+    }
+}
+
+impl Signal {
+    fn source(self) -> Outcome<(f32, RewardSource)> {
+        let given = [self.thumbs.is_some(), self.stars.is_some(), self.outcome.is_some(), self.rule.is_some(), self.score.is_some()];
+        if given.iter().filter(|&&g| g).count() != 1 {
+            return Err(Fail::new(ATTUNE_STATUS_INVALID_JSON, "each reward signal needs exactly one of \"thumbs\", \"stars\", \"outcome\", \"rule\", \"score\""));
+        }
+        let src = if let Some(up) = self.thumbs {
+            RewardSource::Thumbs(up)
+        } else if let Some(n) = self.stars {
+            stars(n)?
+        } else if let Some(x) = self.outcome {
+            RewardSource::Scalar(x as f32)
+        } else if let Some(x) = self.rule {
+            RewardSource::Rule(x as f32)
+        } else if let Some(s) = self.score {
+            RewardSource::Score { source: s.source, value: s.value as f32 }
+        } else {
+            unreachable!("one signal is given (checked above)")
+        };
+        Ok((self.weight, src))
+    }
+}
+
+/// Parses a JSON reward: one signal object or an array of them.
+fn reward_from_json(json: &str) -> Outcome<Reward> {
+    let bad = |e: serde_json::Error| Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("reward_json: {e}"));
+    let v: serde_json::Value = serde_json::from_str(json).map_err(bad)?;
+    let signals: Vec<Signal> = if v.is_array() { serde_json::from_value(v).map_err(bad)? } else { vec![serde_json::from_value(v).map_err(bad)?] };
+    let parts = signals.into_iter().map(Signal::source).collect::<Outcome<Vec<_>>>()?;
+    Ok(Reward { parts })
+}
+
+/// The shared body of the feedback exports.
+///
+/// # Safety
+/// `session` is NULL or live; `out_outcome` is NULL or writable.
+unsafe fn feedback(session: *mut attune_session, episode_id: u64, reward: impl FnOnce() -> Outcome<Reward>, out_outcome: *mut u32) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let ((_, mut st), out) = unsafe { (lock(session)?, Out::optional(out_outcome)) };
+        let reward = reward()?;
+        let outcome = match st.session.feedback(episode_id, &reward)? {
+            FeedbackOutcome::Queued => ATTUNE_FEEDBACK_QUEUED,
+            FeedbackOutcome::Ignored(_) => ATTUNE_FEEDBACK_IGNORED,
+            FeedbackOutcome::Updated(report) => {
+                st.last_report = Some(report);
+                ATTUNE_FEEDBACK_UPDATED
+            }
+        };
+        if let Some(out) = out {
+            out.write(outcome);
+        }
+        Ok(())
+    })
+}
+
+/// Gives episode `episode_id` an outcome reward in [-1, 1] (call resolved = 1, caller hung up
+/// angry = -1, ...). `*out_outcome` (may be NULL) receives `ATTUNE_FEEDBACK_*`.
+/// Statuses: `INVALID_REWARD` (NaN, inf or outside [-1, 1]; nothing recorded), `UNKNOWN_EPISODE`
+/// (unknown, expired or evicted id), `INVALID_ARGUMENT` (the episode already has feedback), and
+/// the update's errors when this feedback triggers one.
+///
+/// # Safety
+/// `session` is NULL or a live session; `out_outcome` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_feedback(session: *mut attune_session, episode_id: u64, reward: f64, out_outcome: *mut u32) -> attune_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { feedback(session, episode_id, || Ok(Reward::scalar(reward as f32)), out_outcome) }
+}
+
+/// Gives a thumbs up (`up` true, +1) or down (-1). Otherwise as `attune_session_feedback`.
+///
+/// # Safety
+/// As for `attune_session_feedback`.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_feedback_thumbs(session: *mut attune_session, episode_id: u64, up: bool, out_outcome: *mut u32) -> attune_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { feedback(session, episode_id, || Ok(Reward::thumbs(up)), out_outcome) }
+}
+
+/// Gives a star rating 1 ..= 5 (mapped onto [-1, 1]); others are `INVALID_REWARD`. Otherwise as
+/// `attune_session_feedback`.
+///
+/// # Safety
+/// As for `attune_session_feedback`.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_feedback_stars(session: *mut attune_session, episode_id: u64, stars: u32, out_outcome: *mut u32) -> attune_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { feedback(session, episode_id, || Ok(Reward { parts: vec![(1.0, self::stars(u64::from(stars))?)] }), out_outcome) }
+}
+
+/// Gives a model or classifier score on any scale (a satisfaction score, a sentiment value);
+/// each `source` keeps its own running statistics that z-score it. `value` must be finite.
+/// Otherwise as `attune_session_feedback`.
+///
+/// # Safety
+/// As for `attune_session_feedback`; `source` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_feedback_score(session: *mut attune_session, episode_id: u64, source: *const c_char, value: f64, out_outcome: *mut u32) -> attune_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { feedback(session, episode_id, || Ok(Reward::score(utf8(source, "source")?, value as f32)), out_outcome) }
+}
+
+/// Gives named signals as JSON: one object or an array of them, each with exactly one signal and
+/// an optional `"weight"` (default 1); the weighted signals are summed. Signals: `{"thumbs":
+/// true}`, `{"stars": 4}`, `{"outcome": -0.5}` (in [-1, 1]), `{"rule": 0.2}` (in [-1, 1]),
+/// `{"score": {"source": "csat", "value": 72}}`. Example: `[{"outcome": 1, "weight": 0.7},
+/// {"stars": 5, "weight": 0.3}]`. Statuses as `attune_session_feedback`, plus `INVALID_JSON`.
+///
+/// # Safety
+/// As for `attune_session_feedback`; `reward_json` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_feedback_json(session: *mut attune_session, episode_id: u64, reward_json: *const c_char, out_outcome: *mut u32) -> attune_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { feedback(session, episode_id, || reward_from_json(utf8(reward_json, "reward_json")?), out_outcome) }
+}
+
+/// Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
+/// through the model and learned as a demonstration at the next update. `prompt_kind` and
+/// `prompt` as for `attune_session_generate`. Writes the demonstration's episode id to
+/// `*out_episode_id` (may be NULL); it takes no feedback.
+///
+/// # Safety
+/// `session` is NULL or a live session; `prompt` and `reply` are NULL or NUL-terminated;
+/// `out_episode_id` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_demonstrate(session: *mut attune_session, prompt_kind: u32, prompt: *const c_char, reply: *const c_char, out_episode_id: *mut u64) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (prompt, reply, out) = unsafe { (utf8(prompt, "prompt")?, utf8(reply, "reply")?, Out::optional(out_episode_id)) };
+        let prompt = parse_prompt(prompt_kind, prompt)?;
+        // SAFETY: as above.
+        let (_, mut st) = unsafe { lock(session)? };
+        let id = st.session.demonstrate(&prompt, reply)?;
+        if let Some(out) = out {
+            out.write(id);
+        }
+        Ok(())
+    })
+}
+
+/// Runs an update now on the episodes that have feedback (and demonstrations). Writes the report
+/// to `*out_report` (owned: free with `attune_update_report_free`). A skipped update (nothing to
+/// learn, rate limited) is `ATTUNE_STATUS_OK` with outcome `ATTUNE_UPDATE_SKIPPED`.
+///
+/// # Safety
+/// `session` is NULL or a live session; `out_report` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_update(session: *mut attune_session, out_report: *mut *mut attune_update_report) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (out, (_, mut st)) = unsafe { (Out::new(out_report, "out_report")?, lock(session)?) };
+        let report = st.session.update()?;
+        out.write(attune_update_report::boxed(&report));
+        st.last_report = Some(report);
+        Ok(())
+    })
+}
+
+/// Writes a copy of the report of the most recent update in this session (run by
+/// `attune_session_update` or by feedback, `ATTUNE_FEEDBACK_UPDATED`) to `*out_report` (owned:
+/// free with `attune_update_report_free`). `ATTUNE_STATUS_NOT_FOUND` when none ran since the
+/// session was opened, reset, forgotten or imported into.
+///
+/// # Safety
+/// `session` is NULL or a live session; `out_report` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_last_report(session: *mut attune_session, out_report: *mut *mut attune_update_report) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (out, (_, st)) = unsafe { (Out::new(out_report, "out_report")?, lock(session)?) };
+        let report = st.last_report.as_ref().ok_or_else(|| Fail::new(ATTUNE_STATUS_NOT_FOUND, "no update has run in this session yet"))?;
+        out.write(attune_update_report::boxed(report));
+        Ok(())
+    })
+}
+
+/// Writes the update's outcome (`ATTUNE_UPDATE_*`) to `*out_outcome`.
+///
+/// # Safety
+/// `report` is NULL or live; `out_outcome` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_update_report_outcome(report: *const attune_update_report, out_outcome: *mut u32) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (r, out) = unsafe { (handle(report, "report")?, Out::new(out_outcome, "out_outcome")?) };
+        out.write(r.outcome);
+        Ok(())
+    })
+}
+
+/// Writes the report as JSON to `*out_json` (NUL-terminated; borrowed: valid until
+/// `attune_update_report_free`): `{"algorithm", "outcome" ("accepted", {"rolled_back": reason},
+/// {"skipped": reason}), "episodes", "tokens", "loss": {...}, "mean_kl", "probe": {...} or null,
+/// "grad_norm", "beta", "lr", "elapsed_s", ...}`.
+///
+/// # Safety
+/// `report` is NULL or live; `out_json` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_update_report_json(report: *const attune_update_report, out_json: *mut *const c_char) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (r, out) = unsafe { (handle(report, "report")?, Out::new(out_json, "out_json")?) };
+        out.write(r.json.as_ptr().cast());
+        Ok(())
+    })
+}
+
+/// Frees a report. `attune_update_report_free(NULL)` does nothing.
+///
+/// # Safety
+/// `report` is NULL or from `attune_session_update` / `attune_session_last_report`, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn attune_update_report_free(report: *mut attune_update_report) {
+    boundary::infallible((), || {
+        if !report.is_null() {
+            // SAFETY: from `Box::into_raw` in `boxed`, freed once.
+            drop(unsafe { Box::from_raw(report) });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_rewards_parse_into_weighted_sources() {
+        assert_eq!(reward_from_json(r#"{"thumbs": true}"#).unwrap(), Reward::thumbs(true));
+        let r = reward_from_json(r#"[{"outcome": 1, "weight": 0.7}, {"score": {"source": "csat", "value": 72}, "weight": 0.3}]"#).unwrap();
+        assert_eq!(r.parts, vec![(0.7, RewardSource::Scalar(1.0)), (0.3, RewardSource::Score { source: "csat".into(), value: 72.0 })]);
+        for (bad, status) in [
+            ("{}", ATTUNE_STATUS_INVALID_JSON),
+            (r#"{"thumbs": true, "stars": 3}"#, ATTUNE_STATUS_INVALID_JSON),
+            (r#"{"smile": 1}"#, ATTUNE_STATUS_INVALID_JSON),
+            ("[", ATTUNE_STATUS_INVALID_JSON),
+            (r#"{"stars": 300}"#, ATTUNE_STATUS_INVALID_REWARD),
+            (r#"{"stars": 0}"#, ATTUNE_STATUS_INVALID_REWARD),
+        ] {
+            assert_eq!(reward_from_json(bad).unwrap_err().status, status, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `attune_runtime`: one model, one adapter store and the learning settings, shared by all threads.
+
+use std::ffi::c_char;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use attune::runtime::{Runtime, RuntimeConfig};
+
+use crate::boundary::{self, handle, utf8, Fail, Out, Outcome};
+use crate::status::*;
+
+/// A loaded model, its adapter store and learning settings. Shared by all threads: every
+/// `attune_runtime_*` function may be called concurrently on the same runtime. Created by
+/// `attune_runtime_new`, freed by `attune_runtime_free`.
+pub struct attune_runtime {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What a runtime handle and its sessions share. Sessions hold it too, so freeing the runtime
+/// handle never frees memory a session still reads; it only closes the runtime.
+pub(crate) struct Shared {
+    pub runtime: Arc<Runtime>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    /// Whether `attune_runtime_free` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Fails with [`ATTUNE_STATUS_RUNTIME_CLOSED`] once the runtime was freed.
+    pub fn check_open(&self) -> Outcome<()> {
+        if self.is_closed() {
+            Err(Fail::new(ATTUNE_STATUS_RUNTIME_CLOSED, "the session's runtime was freed (attune_runtime_free); free the session"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Parses the configuration and loads the runtime.
+fn new_runtime(config_json: &str) -> Outcome<attune_runtime> {
+    // Syntax first, so that "this is not JSON" and "this JSON is not a valid configuration" get
+    // different statuses.
+    serde_json::from_str::<serde_json::Value>(config_json)
+        .map_err(|e| Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("configuration is not valid JSON: {e}")))?;
+    let config = RuntimeConfig::from_json(config_json)?;
+    let runtime = Runtime::new(config)?;
+    Ok(attune_runtime { shared: Arc::new(Shared { runtime, closed: AtomicBool::new(false) }) })
+}
+
+/// Creates a runtime from a JSON configuration: loads ONNX Runtime (once per process), the model
+/// and the adapter store. See "Configuration" at the top of this header for the fields.
+///
+/// On success `*out_runtime` is an owned runtime: free it with `attune_runtime_free`.
+/// Statuses: `INVALID_JSON` (not JSON), `CONFIG` (unknown field, bad value), `ORT_LIBRARY`,
+/// `MODEL`, `TOKENIZER`, `EXECUTION_PROVIDER`, `STORE`, `IO`, ...
+///
+/// # Safety
+/// `config_json` is NULL or a NUL-terminated string; `out_runtime` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_runtime_new(config_json: *const c_char, out_runtime: *mut *mut attune_runtime) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (json, out) = unsafe { (utf8(config_json, "config_json")?, Out::new(out_runtime, "out_runtime")?) };
+        let rt = new_runtime(json)?;
+        out.write(Box::into_raw(Box::new(rt)));
+        Ok(())
+    })
+}
+
+/// Frees a runtime handle and closes the runtime. Sessions opened from it stay valid objects but
+/// every later call on them returns `ATTUNE_STATUS_RUNTIME_CLOSED` (free them with
+/// `attune_session_free`); a generation running on another thread stops at its next piece of text
+/// and returns `ATTUNE_STATUS_RUNTIME_CLOSED`. The model's memory is released when the runtime
+/// and all its sessions are freed. `attune_runtime_free(NULL)` does nothing.
+///
+/// # Safety
+/// `runtime` is NULL or a runtime from `attune_runtime_new` not yet freed; it must not be used
+/// after this call.
+#[no_mangle]
+pub unsafe extern "C" fn attune_runtime_free(runtime: *mut attune_runtime) {
+    boundary::infallible((), || {
+        if !runtime.is_null() {
+            // SAFETY: `runtime` came from `Box::into_raw` in `attune_runtime_new` and is freed once
+            // (the caller's promise).
+            let rt = unsafe { Box::from_raw(runtime) };
+            rt.shared.closed.store(true, Ordering::Release);
+        }
+    })
+}
+
+/// Writes the number of tokens one generation can hold (prompt plus reply: the KV-cache capacity,
+/// `engine.max_context` or the model's context) to `*out_tokens`.
+///
+/// # Safety
+/// `runtime` is NULL or a live runtime; `out_tokens` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_runtime_context_tokens(runtime: *const attune_runtime, out_tokens: *mut usize) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (rt, out) = unsafe { (handle(runtime, "runtime")?, Out::new(out_tokens, "out_tokens")?) };
+        out.write(rt.shared.runtime.model().engine().capacity());
+        Ok(())
+    })
+}
+
+/// Deletes every saved version of `user_id`'s adapter from the store (forget-me), without opening
+/// a session. A session of that user that is open keeps its adapter in memory until it is freed
+/// or calls `attune_session_forget`. `*out_existed` (may be NULL) tells whether anything was saved.
+/// Without a store nothing is deleted and `*out_existed` is false.
+///
+/// # Safety
+/// `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;
+/// `out_existed` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_runtime_forget_user(runtime: *const attune_runtime, user_id: *const c_char, out_existed: *mut bool) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (rt, user, out) = unsafe { (handle(runtime, "runtime")?, utf8(user_id, "user_id")?, Out::optional(out_existed)) };
+        if user.is_empty() {
+            return Err(Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "user_id must not be empty"));
+        }
+        let existed = rt.shared.runtime.forget(user)?;
+        if let Some(out) = out {
+            out.write(existed);
+        }
+        Ok(())
+    })
+}

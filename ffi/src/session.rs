@@ -1,0 +1,292 @@
+//! `attune_session`: one user's adapter and learner. Used by one thread at a time, enforced with a
+//! `try_lock`: a concurrent call gets `ATTUNE_STATUS_BUSY` instead of waiting or racing.
+
+use std::ffi::{c_char, CString};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+
+use attune::learn::UpdateReport;
+use attune::runtime::UserSession;
+
+use crate::boundary::{self, bytes, fill, handle, utf8, Fail, Out, Outcome};
+use crate::runtime::{attune_runtime, Shared};
+use crate::status::*;
+
+/// One user's session: the user's adapter, pending episodes and learner. Used by one thread at a
+/// time; a call made while another call on the same session is running (on another thread, or
+/// from this session's own text callback) returns `ATTUNE_STATUS_BUSY` and does nothing.
+/// Different sessions may be used on different threads at the same time. Created by
+/// `attune_session_new`, freed by `attune_session_free`.
+pub struct attune_session {
+    pub(crate) shared: Arc<Shared>,
+    user: CString,
+    state: Mutex<SessionState>,
+}
+
+/// What the session's lock protects.
+pub(crate) struct SessionState {
+    pub session: UserSession,
+    /// The report of the most recent update in this session (by `update` or by feedback).
+    pub last_report: Option<UpdateReport>,
+}
+
+/// Locks `session` for one call: NULL, a closed runtime, a busy session or a session poisoned by
+/// an earlier panic fail here.
+///
+/// # Safety
+/// `session` is NULL or a live session.
+pub(crate) unsafe fn lock<'a>(session: *const attune_session) -> Outcome<(&'a attune_session, MutexGuard<'a, SessionState>)> {
+    // SAFETY: forwarded from the caller.
+    let s = unsafe { handle(session, "session")? };
+    s.shared.check_open()?;
+    match s.state.try_lock() {
+        Ok(guard) => Ok((s, guard)),
+        Err(TryLockError::WouldBlock) => Err(Fail::new(
+            ATTUNE_STATUS_BUSY,
+            "the session is in use by another call (another thread, or its own callback); a session is used by one thread at a time",
+        )),
+        Err(TryLockError::Poisoned(_)) => {
+            Err(Fail::new(ATTUNE_STATUS_PANIC, "an earlier call on this session panicked; its state is unknown: free the session and open a new one"))
+        }
+    }
+}
+
+/// Opens `user_id`'s session on `runtime`: loads the newest valid saved adapter of that user, or
+/// creates a fresh one. The first session of a runtime also measures the base model's probe
+/// replies (a few short generations).
+///
+/// On success `*out_session` is an owned session: free it with `attune_session_free`.
+/// Statuses: `INVALID_ARGUMENT` (empty user id), `STORE`, `CORRUPT_ADAPTER`, `IO`, ...
+///
+/// # Safety
+/// `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;
+/// `out_session` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_new(runtime: *const attune_runtime, user_id: *const c_char, out_session: *mut *mut attune_session) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (rt, user, out) = unsafe { (handle(runtime, "runtime")?, utf8(user_id, "user_id")?, Out::new(out_session, "out_session")?) };
+        rt.shared.check_open()?;
+        let session = rt.shared.runtime.open_session(user)?;
+        let user = CString::new(user).map_err(|_| Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "user_id contains NUL"))?;
+        let handle = attune_session { shared: Arc::clone(&rt.shared), user, state: Mutex::new(SessionState { session, last_report: None }) };
+        out.write(Box::into_raw(Box::new(handle)));
+        Ok(())
+    })
+}
+
+/// Frees a session. Unsaved learning is lost (call `attune_session_save` first). Returns
+/// `ATTUNE_STATUS_BUSY` and frees nothing while another call on the session is running (including
+/// from inside its own text callback); `attune_session_free(NULL)` returns `ATTUNE_STATUS_OK`.
+/// Works after the runtime was freed.
+///
+/// # Safety
+/// `session` is NULL or a session from `attune_session_new` not yet freed; after
+/// `ATTUNE_STATUS_OK` it must not be used again.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_free(session: *mut attune_session) -> attune_status {
+    boundary::status(|| {
+        if session.is_null() {
+            return Ok(());
+        }
+        // SAFETY: `session` is non-NULL and live (the caller's promise).
+        let s = unsafe { &*session };
+        let busy = matches!(s.state.try_lock(), Err(TryLockError::WouldBlock));
+        if busy {
+            return Err(Fail::new(ATTUNE_STATUS_BUSY, "the session is in use by another call; it was not freed"));
+        }
+        // SAFETY: `session` came from `Box::into_raw` in `attune_session_new`, no call is using
+        // it (checked above) and it is freed once (the caller's promise).
+        drop(unsafe { Box::from_raw(session) });
+        Ok(())
+    })
+}
+
+/// Writes the session's user id to `*out_user_id` (NUL-terminated; borrowed: valid until
+/// `attune_session_free`). Does not take the session's lock, so it never returns `BUSY`.
+///
+/// # Safety
+/// `session` is NULL or a live session; `out_user_id` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_user_id(session: *const attune_session, out_user_id: *mut *const c_char) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (s, out) = unsafe { (handle(session, "session")?, Out::new(out_user_id, "out_user_id")?) };
+        out.write(s.user.as_ptr());
+        Ok(())
+    })
+}
+
+/// Saves the adapter as a new version in the store and writes its version number to
+/// `*out_version` (may be NULL). Statuses: `STORE` (no store configured, or it failed), `IO`.
+///
+/// # Safety
+/// `session` is NULL or a live session; `out_version` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_save(session: *mut attune_session, out_version: *mut u64) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let ((_, mut st), out) = unsafe { (lock(session)?, Out::optional(out_version)) };
+        let v = st.session.save()?;
+        if let Some(out) = out {
+            out.write(v);
+        }
+        Ok(())
+    })
+}
+
+/// Goes back `steps_back` (>= 1) saved versions and loads that adapter; the versions in between
+/// stay in the history, so a rollback can itself be undone. Pending episodes are kept.
+/// Statuses: `INVALID_ARGUMENT` (0 steps), `STORE` (not that many versions, or no store).
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_rollback(session: *mut attune_session, steps_back: u32) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promise above.
+        let (_, mut st) = unsafe { lock(session)? };
+        st.session.rollback(steps_back as usize)?;
+        Ok(())
+    })
+}
+
+/// Starts the user over with a fresh adapter. Saved versions stay recoverable with
+/// `attune_session_rollback(session, 1)`.
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_reset(session: *mut attune_session) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promise above.
+        let (_, mut st) = unsafe { lock(session)? };
+        st.session.reset()?;
+        st.last_report = None;
+        Ok(())
+    })
+}
+
+/// Deletes every saved version of this user's adapter and starts over with a fresh one
+/// (forget-me). Without a store only the in-memory adapter is reset.
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_forget(session: *mut attune_session) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promise above.
+        let (_, mut st) = unsafe { lock(session)? };
+        st.session.forget()?;
+        st.last_report = None;
+        Ok(())
+    })
+}
+
+/// Bytes owned by the caller (an exported adapter). Read with `attune_bytes_data`, freed with
+/// `attune_bytes_free`. Immutable: may be read from any thread.
+pub struct attune_bytes {
+    data: Box<[u8]>,
+}
+
+/// Saves the adapter, then writes it as a self-contained file image (for backup or moving to a
+/// new device) to `*out_bytes`: owned, free with `attune_bytes_free`. Statuses: `STORE` (no
+/// store configured), `IO`.
+///
+/// # Safety
+/// `session` is NULL or a live session; `out_bytes` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_export(session: *mut attune_session, out_bytes: *mut *mut attune_bytes) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (out, (_, mut st)) = unsafe { (Out::new(out_bytes, "out_bytes")?, lock(session)?) };
+        let data = st.session.export()?.into_boxed_slice();
+        out.write(Box::into_raw(Box::new(attune_bytes { data })));
+        Ok(())
+    })
+}
+
+/// Replaces this user's adapter with exported bytes (`data`, `len`). The bytes are validated
+/// before anything is written: corrupt, truncated or other-model bytes return
+/// `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`) and change nothing.
+///
+/// # Safety
+/// `session` is NULL or a live session; `data` is NULL or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_import(session: *mut attune_session, data: *const u8, len: usize) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (data, (_, mut st)) = unsafe { (bytes(data, len, "data")?, lock(session)?) };
+        st.session.import(data)?;
+        st.last_report = None;
+        Ok(())
+    })
+}
+
+/// Writes the bytes' address and length to `*out_data` and `*out_len` (borrowed: valid until
+/// `attune_bytes_free`).
+///
+/// # Safety
+/// `bytes` is NULL or live; `out_data` and `out_len` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_bytes_data(bytes: *const attune_bytes, out_data: *mut *const u8, out_len: *mut usize) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (b, data, len) = unsafe { (handle(bytes, "bytes")?, Out::new(out_data, "out_data")?, Out::new(out_len, "out_len")?) };
+        data.write(b.data.as_ptr());
+        len.write(b.data.len());
+        Ok(())
+    })
+}
+
+/// Frees bytes from `attune_session_export`. `attune_bytes_free(NULL)` does nothing.
+///
+/// # Safety
+/// `bytes` is NULL or from `attune_session_export` and not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn attune_bytes_free(bytes: *mut attune_bytes) {
+    boundary::infallible((), || {
+        if !bytes.is_null() {
+            // SAFETY: from `Box::into_raw` in `attune_session_export`, freed once.
+            drop(unsafe { Box::from_raw(bytes) });
+        }
+    })
+}
+
+/// The session's statistics as JSON.
+fn stats_json(user: &str, st: &SessionState) -> Vec<u8> {
+    let l = st.session.learner();
+    let v = serde_json::json!({
+        "user": user,
+        "pending_episodes": l.pending_episodes(),
+        "counters": l.counters(),
+        "rewards": l.history(),
+        "beta": l.beta(),
+        "lr": l.lr(),
+        "last_update": st.last_report,
+    });
+    let mut out = v.to_string().into_bytes();
+    out.push(0);
+    out
+}
+
+/// Copies the session's statistics as a JSON object (NUL-terminated) into `buf` (`len` bytes):
+/// `{"user", "pending_episodes", "counters": {"episodes", "feedback", "updates", "accepted",
+/// "rolled_back", "skipped", "version", ...}, "rewards": {"count", "sum", "positive", "negative",
+/// "recent"}, "beta", "lr", "last_update"}`. When `len` is too small, returns
+/// `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
+/// included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
+///
+/// # Safety
+/// `session` is NULL or a live session; `buf` is NULL or writable for `len` bytes; `needed` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_stats_json(session: *mut attune_session, buf: *mut c_char, len: usize, needed: *mut usize) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promise above.
+        let (s, st) = unsafe { lock(session)? };
+        let json = stats_json(s.user.to_str().unwrap_or_default(), &st);
+        drop(st);
+        // SAFETY: the caller's promises above.
+        unsafe { fill(&json, buf, len, needed) }
+    })
+}
