@@ -24,6 +24,9 @@ pub struct BenchArgs {
     /// New tokens per decode run (greedy, no early stop).
     #[arg(long, default_value_t = 128)]
     pub new_tokens: usize,
+    /// KV-cache capacity in tokens (0: min(model context, 2048)).
+    #[arg(long, default_value_t = 0)]
+    pub max_context: usize,
     /// Measured runs (after one warm-up); medians are reported.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
@@ -61,7 +64,7 @@ pub fn prompt_of(model: &Model, n: usize) -> Result<Vec<u32>> {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let t0 = Instant::now();
-    let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.clone(), threads: a.threads, ..EngineConfig::default() };
+    let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.clone(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
     let model = Model::load(&cfg)?;
     let load_s = t0.elapsed().as_secs_f64();
     let prompt = prompt_of(&model, a.prompt_tokens)?;
@@ -96,6 +99,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "model": a.model,
         "providers": model.engine().active_providers().iter().map(|p| p.name()).collect::<Vec<_>>(),
         "threads": a.threads,
+        "kv_capacity": model.engine().capacity(),
         "runs": a.runs,
         "load_s": load_s,
         "prefill_tokens": a.prompt_tokens,
