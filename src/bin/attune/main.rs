@@ -30,12 +30,18 @@ enum Cmd {
         #[arg(long)]
         raw: bool,
     },
-    /// Interactive chat with streaming replies.
+    /// Interactive chat with streaming replies; /good, /bad and /fix teach the user's adapter.
     Chat {
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
         gen: GenArgs,
+        /// The user whose adapter learns.
+        #[arg(long, default_value = "local-user")]
+        user: String,
+        /// Adapter store directory (adapters are kept in memory only without it).
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
     /// Measure prefill and decode speed, time to first token and peak memory.
     Bench(bench::BenchArgs),
@@ -136,19 +142,35 @@ fn main() -> Result<()> {
             println!();
             log::info!("finish {:?}, {} tokens, {:?}", g.finish, g.tokens.len(), g.timings);
         }
-        Cmd::Chat { engine, gen } => chat(&engine, &gen)?,
+        Cmd::Chat { engine, gen, user, store } => chat(&engine, &gen, &user, store)?,
         Cmd::Bench(args) => bench::run(args)?,
         Cmd::Demo(args) => demo::run(args)?,
     }
     Ok(())
 }
 
-fn chat(engine: &EngineArgs, gen: &GenArgs) -> Result<()> {
-    let model = Model::load(&engine.config())?;
+fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, store: Option<PathBuf>) -> Result<()> {
+    use attune::learn::{FeedbackOutcome, Reward};
+    use attune::runtime::{Runtime, RuntimeConfig};
+    let mut cfg = RuntimeConfig { engine: engine.config(), ..RuntimeConfig::default() };
+    cfg.store.dir = store;
+    let rt = Runtime::new(cfg)?;
+    let mut session = rt.open_session(user)?;
     let mut history: Vec<Message> = Vec::new();
+    let mut last: Option<(u64, Vec<Message>)> = None;
     let stdin = std::io::stdin();
     let mut opts = gen.options();
-    eprintln!("attune chat: type a message; /reset clears the conversation, /quit exits.");
+    if opts.sampling.temperature == 0.0 {
+        // Learning needs sampled replies; greedy chat would train at the learner's temperature.
+        opts.sampling.temperature = 0.7;
+    }
+    eprintln!("attune chat: type a message. /good or /bad rates the last reply, /fix TEXT teaches the reply you wanted,");
+    eprintln!("/reset clears the conversation, /save saves the adapter (with --store), /quit exits.");
+    let report = |o: &FeedbackOutcome| match o {
+        FeedbackOutcome::Updated(r) => eprintln!("(update: {:?}, KL {:.4}, grad norm {:.3})", r.outcome, r.mean_kl, r.grad_norm),
+        FeedbackOutcome::Queued => eprintln!("(feedback queued)"),
+        FeedbackOutcome::Ignored(why) => eprintln!("(feedback ignored: {why:?})"),
+    };
     loop {
         eprint!("> ");
         let mut line = String::new();
@@ -156,27 +178,61 @@ fn chat(engine: &EngineArgs, gen: &GenArgs) -> Result<()> {
             break;
         }
         let line = line.trim_end_matches(['\n', '\r']).to_string();
-        match line.trim() {
-            "" => continue,
-            "/quit" | "/exit" => break,
-            "/reset" => {
-                history.clear();
-                eprintln!("(conversation cleared)");
-                continue;
+        let cmd = line.trim();
+        if cmd.is_empty() {
+            continue;
+        }
+        if cmd == "/quit" || cmd == "/exit" {
+            break;
+        }
+        if cmd == "/reset" {
+            history.clear();
+            last = None;
+            eprintln!("(conversation cleared)");
+            continue;
+        }
+        if cmd == "/save" {
+            match session.save() {
+                Ok(v) => eprintln!("(adapter saved as version {v})"),
+                Err(e) => eprintln!("(not saved: {e})"),
             }
-            _ => {}
+            continue;
+        }
+        if cmd == "/good" || cmd == "/bad" {
+            match &last {
+                Some((id, _)) => match session.feedback(*id, &Reward::thumbs(cmd == "/good")) {
+                    Ok(o) => report(&o),
+                    Err(e) => eprintln!("({e})"),
+                },
+                None => eprintln!("(no reply to rate yet)"),
+            }
+            continue;
+        }
+        if let Some(fix) = cmd.strip_prefix("/fix ") {
+            match &last {
+                Some((_, ctx)) => {
+                    let r = session.demonstrate(&Prompt::Chat(ctx.clone()), fix).and_then(|_| session.update());
+                    match r {
+                        Ok(rep) => eprintln!("(learned the correction: {:?}, KL {:.4})", rep.outcome, rep.mean_kl),
+                        Err(e) => eprintln!("({e})"),
+                    }
+                }
+                None => eprintln!("(no reply to correct yet)"),
+            }
+            continue;
         }
         history.push(Message::user(line));
         opts.sampling.seed = opts.sampling.seed.wrapping_add(1);
         let out = std::io::stdout();
-        let g = model.generate(&Prompt::Chat(history.clone()), &opts, None, &mut |piece| {
+        let reply = session.generate(&Prompt::Chat(history.clone()), &opts, &mut |piece| {
             let mut o = out.lock();
             let _ = o.write_all(piece.as_bytes());
             let _ = o.flush();
             true
         })?;
         println!();
-        history.push(Message::assistant(g.text));
+        last = Some((reply.episode_id, history.clone()));
+        history.push(Message::assistant(reply.text));
     }
     Ok(())
 }
