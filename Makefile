@@ -42,6 +42,7 @@ demo: setup
 test: setup check-features
 	mkdir -p $$XDG_RUNTIME_DIR
 	$(CARGO) test --release --workspace
+	$(MAKE) test-c
 	$(VPY) -m pytest -q models/test_model.py
 
 # The execution providers behind cargo features compile (they are used only where the loaded ONNX
@@ -62,3 +63,75 @@ bench-peers: setup
 
 clean:
 	rm -rf target $(ORT_DIR)
+
+# ---- C API (ffi/): libattune (shared and static), include/attune.h, C example and C tests ----
+# `make ffi` builds the libraries and the C example; `make test-c` checks the header (regenerated
+# with the pinned cbindgen, compiled as C99 and C++11) and runs the C tests against the shared
+# library, under AddressSanitizer against the static library, and one under valgrind.
+CBINDGEN_VERSION := 0.29.4
+CBINDGEN ?= cbindgen
+FFI_OUT := target/c
+FFI_LIB := target/release
+FFI_CARGO_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# What a C program linking libattune.a also needs (`cargo rustc -p attune-ffi --crate-type
+# staticlib -- --print native-static-libs`).
+FFI_STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+FFI_CFLAGS := -std=c11 -Wall -Wextra -Werror -g -O1 -Iinclude -Itests/c
+FFI_SHARED := -L$(FFI_LIB) -lattune -Wl,-rpath,$(CURDIR)/$(FFI_LIB) -lpthread -lm
+FFI_ASAN := -fsanitize=address -fno-omit-frame-pointer
+C_TESTS := test_lifecycle test_bad_input test_threads
+# LeakSanitizer stays on: the tests free every object, and what ONNX Runtime and Rust statics keep
+# for the whole process is still reachable at exit, so it is not reported (no suppressions needed).
+FFI_ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+FFI_VALGRIND := valgrind --quiet --error-exitcode=1 --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
+	--suppressions=$(CURDIR)/tests/c/valgrind.supp
+
+.PHONY: ffi ffi-lib header check-header cbindgen test-c test-c-header
+
+ffi-lib:
+	$(CARGO) build --release -p attune-ffi
+
+ffi: ffi-lib $(FFI_OUT)/phone_call
+
+$(FFI_OUT)/phone_call: examples/c/phone_call.c include/attune.h ffi-lib
+	@mkdir -p $(FFI_OUT)
+	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -Iinclude $< -o $@ $(FFI_SHARED)
+
+# The pinned cbindgen (installed from crates.io when missing or of another version).
+cbindgen:
+	@$(CBINDGEN) --version 2>/dev/null | grep -qx "cbindgen $(CBINDGEN_VERSION)" || \
+		$(CARGO) install cbindgen --version =$(CBINDGEN_VERSION) --locked
+
+header: cbindgen
+	$(CBINDGEN) --quiet --config ffi/cbindgen.toml --crate attune-ffi --output include/attune.h ffi
+
+check-header: cbindgen
+	@mkdir -p $(FFI_OUT)
+	$(CBINDGEN) --quiet --config ffi/cbindgen.toml --crate attune-ffi --output $(FFI_OUT)/attune.h.new ffi
+	@diff -u include/attune.h $(FFI_OUT)/attune.h.new || \
+		{ echo "include/attune.h is out of date: run 'make header' and commit it"; exit 1; }
+	@echo "check-header: include/attune.h matches cbindgen $(CBINDGEN_VERSION)"
+
+# The header alone: C99 and C++11 with warnings as errors, included twice, versions checked.
+test-c-header: ffi-lib
+	@mkdir -p $(FFI_OUT)
+	$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -DATTUNE_CARGO_VERSION='"$(FFI_CARGO_VERSION)"' \
+		tests/c/test_header.c -o $(FFI_OUT)/test_header $(FFI_SHARED)
+	$(CXX) -std=c++11 -Wall -Wextra -Werror -pedantic -x c++ -Iinclude -DATTUNE_CARGO_VERSION='"$(FFI_CARGO_VERSION)"' \
+		tests/c/test_header.c -o $(FFI_OUT)/test_header_cpp $(FFI_SHARED)
+	$(FFI_OUT)/test_header
+	$(FFI_OUT)/test_header_cpp
+
+test-c: ffi check-header test-c-header
+	mkdir -p $$XDG_RUNTIME_DIR $(FFI_OUT)
+	@for t in $(C_TESTS); do \
+		$(CC) $(FFI_CFLAGS) tests/c/$$t.c -o $(FFI_OUT)/$$t $(FFI_SHARED) || exit 1; \
+		$(CC) $(FFI_CFLAGS) $(FFI_ASAN) tests/c/$$t.c -o $(FFI_OUT)/$$t-asan $(FFI_LIB)/libattune.a $(FFI_STATIC_LIBS) || exit 1; \
+	done
+	$(CC) $(FFI_CFLAGS) tests/c/test_valgrind.c -o $(FFI_OUT)/test_valgrind $(FFI_SHARED)
+	@for t in $(C_TESTS); do \
+		echo "== $$t (shared library)"; $(FFI_OUT)/$$t || exit 1; \
+		echo "== $$t (static library, AddressSanitizer)"; $(FFI_ASAN_ENV) $(FFI_OUT)/$$t-asan || exit 1; \
+	done
+	@echo "== test_valgrind (shared library, valgrind)"
+	$(FFI_VALGRIND) $(FFI_OUT)/test_valgrind

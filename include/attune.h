@@ -1,6 +1,6 @@
 /*
  * attune.h: the C API of Attune, an on-device LLM runtime that learns from the person using it.
- * Link libattune (shared: -lattune; static: libattune.a plus -lpthread -ldl -lm -lgcc_s -lc).
+ * Link libattune: shared (-lattune) or static (libattune.a -lgcc_s -lutil -lrt -lpthread -lm -ldl).
  *
  * Objects (opaque, typed handles; each freed by its own _free, and _free(NULL) does nothing):
  *   attune_runtime       one model, its adapter store and learning settings  attune_runtime_new
@@ -37,8 +37,8 @@
  * attune_session_user_id), which work as before. Memory is released when the runtime and all its
  * sessions are freed. Replies, reports and bytes stay valid after their session or runtime is freed.
  *
- * Configuration (attune_runtime_new) is a JSON object; every field is optional except
- * engine.model_dir, and unknown fields are errors (ATTUNE_STATUS_CONFIG):
+ * Configuration (attune_runtime_new) is a JSON object (else ATTUNE_STATUS_INVALID_JSON); every
+ * field is optional except engine.model_dir, and unknown fields are errors (ATTUNE_STATUS_CONFIG):
  *   {
  *     "engine": {"model_dir": "models/tiny", "ort_library": "/path/libonnxruntime.so",
  *                "execution_providers": ["cpu"], "strict_providers": false,
@@ -47,11 +47,13 @@
  *     "learner": {"algorithm": "reinforce", "lr": 0.0005, "auto_update_after": 1,
  *                 "max_updates_per_minute": 30, "kl_budget": 0.1, "adapter": {"rank": 8}, ...},
  *     "generation": {"max_new_tokens": 128, "stop_strings": [], "stop_tokens": [],
- *                    "sampling": {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
+ *                    "sampling": {"temperature": 0.7, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
  *                                 "repetition_penalty": 1.0, "seed": 0}},
  *     "probe_prompts": [], "probe_tokens": 24
  *   }
- * ort_library: without it, ORT_DYLIB_PATH and then the locations `make setup` installs to are tried.
+ * model_dir, ort_library, store.dir: relative paths are relative to the working directory.
+ * ort_library: without it, ORT_DYLIB_PATH is tried, then .ort/ of the Attune checkout the library
+ *   was built in (`make setup` installs ONNX Runtime there), then lib/ next to the executable.
  * store.dir: without it adapters live in memory only (save/export/import return ATTUNE_STATUS_STORE).
  * learner.auto_update_after: an update runs after this many rewards (0: only attune_session_update).
  * generation: the defaults of every generate call; a call's options_json overrides fields of it.
@@ -440,193 +442,6 @@ const char *attune_version_string(void);
 attune_status attune_last_error_message(char *buf, size_t len, size_t *needed);
 
 /**
- * The name of a status code (`"ATTUNE_STATUS_BUSY"`), or `"ATTUNE_STATUS_UNKNOWN"` for a number
- * this version does not know.
- *
- * Returns a static string: never freed, valid for the life of the process.
- */
-const char *attune_status_name(attune_status status);
-
-/**
- * Creates a runtime from a JSON configuration: loads ONNX Runtime (once per process), the model
- * and the adapter store. See "Configuration" at the top of this header for the fields.
- *
- * On success `*out_runtime` is an owned runtime: free it with `attune_runtime_free`.
- * Statuses: `INVALID_JSON` (not JSON), `CONFIG` (unknown field, bad value), `ORT_LIBRARY`,
- * `MODEL`, `TOKENIZER`, `EXECUTION_PROVIDER`, `STORE`, `IO`, ...
- *
- * # Safety
- * `config_json` is NULL or a NUL-terminated string; `out_runtime` is NULL or writable.
- */
-attune_status attune_runtime_new(const char *config_json, attune_runtime **out_runtime);
-
-/**
- * Frees a runtime handle and closes the runtime. Sessions opened from it stay valid objects but
- * every later call on them returns `ATTUNE_STATUS_RUNTIME_CLOSED` (free them with
- * `attune_session_free`); a generation running on another thread stops at its next piece of text
- * and returns `ATTUNE_STATUS_RUNTIME_CLOSED`. The model's memory is released when the runtime
- * and all its sessions are freed. `attune_runtime_free(NULL)` does nothing.
- *
- * # Safety
- * `runtime` is NULL or a runtime from `attune_runtime_new` not yet freed; it must not be used
- * after this call.
- */
-void attune_runtime_free(attune_runtime *runtime);
-
-/**
- * Writes the number of tokens one generation can hold (prompt plus reply: the KV-cache capacity,
- * `engine.max_context` or the model's context) to `*out_tokens`.
- *
- * # Safety
- * `runtime` is NULL or a live runtime; `out_tokens` is NULL or writable.
- */
-attune_status attune_runtime_context_tokens(const attune_runtime *runtime, size_t *out_tokens);
-
-/**
- * Deletes every saved version of `user_id`'s adapter from the store (forget-me), without opening
- * a session. A session of that user that is open keeps its adapter in memory until it is freed
- * or calls `attune_session_forget`. `*out_existed` (may be NULL) tells whether anything was saved.
- * Without a store nothing is deleted and `*out_existed` is false.
- *
- * # Safety
- * `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;
- * `out_existed` is NULL or writable.
- */
-attune_status attune_runtime_forget_user(const attune_runtime *runtime,
-                                         const char *user_id,
-                                         bool *out_existed);
-
-/**
- * Opens `user_id`'s session on `runtime`: loads the newest valid saved adapter of that user, or
- * creates a fresh one. The first session of a runtime also measures the base model's probe
- * replies (a few short generations).
- *
- * On success `*out_session` is an owned session: free it with `attune_session_free`.
- * Statuses: `INVALID_ARGUMENT` (empty user id), `STORE`, `CORRUPT_ADAPTER`, `IO`, ...
- *
- * # Safety
- * `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;
- * `out_session` is NULL or writable.
- */
-attune_status attune_session_new(const attune_runtime *runtime,
-                                 const char *user_id,
-                                 attune_session **out_session);
-
-/**
- * Frees a session. Unsaved learning is lost (call `attune_session_save` first). Returns
- * `ATTUNE_STATUS_BUSY` and frees nothing while another call on the session is running (including
- * from inside its own text callback); `attune_session_free(NULL)` returns `ATTUNE_STATUS_OK`.
- * Works after the runtime was freed.
- *
- * # Safety
- * `session` is NULL or a session from `attune_session_new` not yet freed; after
- * `ATTUNE_STATUS_OK` it must not be used again.
- */
-attune_status attune_session_free(attune_session *session);
-
-/**
- * Writes the session's user id to `*out_user_id` (NUL-terminated; borrowed: valid until
- * `attune_session_free`). Does not take the session's lock, so it never returns `BUSY`.
- *
- * # Safety
- * `session` is NULL or a live session; `out_user_id` is NULL or writable.
- */
-attune_status attune_session_user_id(const attune_session *session, const char **out_user_id);
-
-/**
- * Saves the adapter as a new version in the store and writes its version number to
- * `*out_version` (may be NULL). Statuses: `STORE` (no store configured, or it failed), `IO`.
- *
- * # Safety
- * `session` is NULL or a live session; `out_version` is NULL or writable.
- */
-attune_status attune_session_save(attune_session *session, uint64_t *out_version);
-
-/**
- * Goes back `steps_back` (>= 1) saved versions and loads that adapter; the versions in between
- * stay in the history, so a rollback can itself be undone. Pending episodes are kept.
- * Statuses: `INVALID_ARGUMENT` (0 steps), `STORE` (not that many versions, or no store).
- *
- * # Safety
- * `session` is NULL or a live session.
- */
-attune_status attune_session_rollback(attune_session *session, uint32_t steps_back);
-
-/**
- * Starts the user over with a fresh adapter. Saved versions stay recoverable with
- * `attune_session_rollback(session, 1)`.
- *
- * # Safety
- * `session` is NULL or a live session.
- */
-attune_status attune_session_reset(attune_session *session);
-
-/**
- * Deletes every saved version of this user's adapter and starts over with a fresh one
- * (forget-me). Without a store only the in-memory adapter is reset.
- *
- * # Safety
- * `session` is NULL or a live session.
- */
-attune_status attune_session_forget(attune_session *session);
-
-/**
- * Saves the adapter, then writes it as a self-contained file image (for backup or moving to a
- * new device) to `*out_bytes`: owned, free with `attune_bytes_free`. Statuses: `STORE` (no
- * store configured), `IO`.
- *
- * # Safety
- * `session` is NULL or a live session; `out_bytes` is NULL or writable.
- */
-attune_status attune_session_export(attune_session *session, attune_bytes **out_bytes);
-
-/**
- * Replaces this user's adapter with exported bytes (`data`, `len`). The bytes are validated
- * before anything is written: corrupt, truncated or other-model bytes return
- * `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`) and change nothing.
- *
- * # Safety
- * `session` is NULL or a live session; `data` is NULL or readable for `len` bytes.
- */
-attune_status attune_session_import(attune_session *session, const uint8_t *data, size_t len);
-
-/**
- * Writes the bytes' address and length to `*out_data` and `*out_len` (borrowed: valid until
- * `attune_bytes_free`).
- *
- * # Safety
- * `bytes` is NULL or live; `out_data` and `out_len` are NULL or writable.
- */
-attune_status attune_bytes_data(const attune_bytes *bytes,
-                                const uint8_t **out_data,
-                                size_t *out_len);
-
-/**
- * Frees bytes from `attune_session_export`. `attune_bytes_free(NULL)` does nothing.
- *
- * # Safety
- * `bytes` is NULL or from `attune_session_export` and not yet freed.
- */
-void attune_bytes_free(attune_bytes *bytes);
-
-/**
- * Copies the session's statistics as a JSON object (NUL-terminated) into `buf` (`len` bytes):
- * `{"user", "pending_episodes", "counters": {"episodes", "feedback", "updates", "accepted",
- * "rolled_back", "skipped", "version", ...}, "rewards": {"count", "sum", "positive", "negative",
- * "recent"}, "beta", "lr", "last_update"}`. When `len` is too small, returns
- * `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
- * included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
- *
- * # Safety
- * `session` is NULL or a live session; `buf` is NULL or writable for `len` bytes; `needed` is
- * NULL or writable.
- */
-attune_status attune_session_stats_json(attune_session *session,
-                                        char *buf,
-                                        size_t len,
-                                        size_t *needed);
-
-/**
  * Generates a reply with the session's adapter and records it as an episode that feedback can
  * refer to (`attune_reply_episode_id`).
  *
@@ -872,6 +687,196 @@ void attune_update_report_free(attune_update_report *report);
 attune_status attune_set_log_callback(attune_log_callback callback,
                                       void *user_data,
                                       uint32_t max_level);
+
+/**
+ * Creates a runtime from a JSON configuration: loads ONNX Runtime (once per process), the model
+ * and the adapter store. See "Configuration" at the top of this header for the fields.
+ *
+ * ONNX Runtime is loaded by the first runtime of the process; later runtimes share it (their
+ * `ort_library` is not used). Runtimes may be created concurrently and any number may coexist.
+ *
+ * On success `*out_runtime` is an owned runtime: free it with `attune_runtime_free`.
+ * Statuses: `INVALID_JSON` (not JSON), `CONFIG` (unknown field, bad value), `ORT_LIBRARY`,
+ * `MODEL`, `TOKENIZER`, `EXECUTION_PROVIDER`, `STORE`, `IO`, ...
+ *
+ * # Safety
+ * `config_json` is NULL or a NUL-terminated string; `out_runtime` is NULL or writable.
+ */
+attune_status attune_runtime_new(const char *config_json, attune_runtime **out_runtime);
+
+/**
+ * Frees a runtime handle and closes the runtime. Sessions opened from it stay valid objects but
+ * every later call on them returns `ATTUNE_STATUS_RUNTIME_CLOSED` (free them with
+ * `attune_session_free`); a generation running on another thread stops at its next piece of text
+ * and returns `ATTUNE_STATUS_RUNTIME_CLOSED`. The model's memory is released when the runtime
+ * and all its sessions are freed. `attune_runtime_free(NULL)` does nothing.
+ *
+ * # Safety
+ * `runtime` is NULL or a runtime from `attune_runtime_new` not yet freed; it must not be used
+ * after this call.
+ */
+void attune_runtime_free(attune_runtime *runtime);
+
+/**
+ * Writes the number of tokens one generation can hold (prompt plus reply: the KV-cache capacity,
+ * `engine.max_context` or the model's context) to `*out_tokens`.
+ *
+ * # Safety
+ * `runtime` is NULL or a live runtime; `out_tokens` is NULL or writable.
+ */
+attune_status attune_runtime_context_tokens(const attune_runtime *runtime, size_t *out_tokens);
+
+/**
+ * Deletes every saved version of `user_id`'s adapter from the store (forget-me), without opening
+ * a session. A session of that user that is open keeps its adapter in memory until it is freed
+ * or calls `attune_session_forget`. `*out_existed` (may be NULL) tells whether anything was saved.
+ * Without a store nothing is deleted and `*out_existed` is false.
+ *
+ * # Safety
+ * `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;
+ * `out_existed` is NULL or writable.
+ */
+attune_status attune_runtime_forget_user(const attune_runtime *runtime,
+                                         const char *user_id,
+                                         bool *out_existed);
+
+/**
+ * Opens `user_id`'s session on `runtime`: loads the newest valid saved adapter of that user, or
+ * creates a fresh one. The first session of a runtime also measures the base model's probe
+ * replies (a few short generations).
+ *
+ * On success `*out_session` is an owned session: free it with `attune_session_free`.
+ * Statuses: `INVALID_ARGUMENT` (empty user id), `STORE`, `CORRUPT_ADAPTER`, `IO`, ...
+ *
+ * # Safety
+ * `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;
+ * `out_session` is NULL or writable.
+ */
+attune_status attune_session_new(const attune_runtime *runtime,
+                                 const char *user_id,
+                                 attune_session **out_session);
+
+/**
+ * Frees a session. Unsaved learning is lost (call `attune_session_save` first). Returns
+ * `ATTUNE_STATUS_BUSY` and frees nothing while another call on the session is running (including
+ * from inside its own text callback); `attune_session_free(NULL)` returns `ATTUNE_STATUS_OK`.
+ * Works after the runtime was freed.
+ *
+ * # Safety
+ * `session` is NULL or a session from `attune_session_new` not yet freed; after
+ * `ATTUNE_STATUS_OK` it must not be used again.
+ */
+attune_status attune_session_free(attune_session *session);
+
+/**
+ * Writes the session's user id to `*out_user_id` (NUL-terminated; borrowed: valid until
+ * `attune_session_free`). Does not take the session's lock, so it never returns `BUSY`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out_user_id` is NULL or writable.
+ */
+attune_status attune_session_user_id(const attune_session *session, const char **out_user_id);
+
+/**
+ * Saves the adapter as a new version in the store and writes its version number to
+ * `*out_version` (may be NULL). Statuses: `STORE` (no store configured, or it failed), `IO`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out_version` is NULL or writable.
+ */
+attune_status attune_session_save(attune_session *session, uint64_t *out_version);
+
+/**
+ * Goes back `steps_back` (>= 1) saved versions and loads that adapter; the versions in between
+ * stay in the history, so a rollback can itself be undone. Pending episodes are kept.
+ * Statuses: `INVALID_ARGUMENT` (0 steps), `STORE` (not that many versions, or no store).
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+attune_status attune_session_rollback(attune_session *session, uint32_t steps_back);
+
+/**
+ * Starts the user over with a fresh adapter. Saved versions stay recoverable with
+ * `attune_session_rollback(session, 1)`.
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+attune_status attune_session_reset(attune_session *session);
+
+/**
+ * Deletes every saved version of this user's adapter and starts over with a fresh one
+ * (forget-me). Without a store only the in-memory adapter is reset.
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+attune_status attune_session_forget(attune_session *session);
+
+/**
+ * Saves the adapter, then writes it as a self-contained file image (for backup or moving to a
+ * new device) to `*out_bytes`: owned, free with `attune_bytes_free`. Statuses: `STORE` (no
+ * store configured), `IO`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out_bytes` is NULL or writable.
+ */
+attune_status attune_session_export(attune_session *session, attune_bytes **out_bytes);
+
+/**
+ * Replaces this user's adapter with exported bytes (`data`, `len`). The bytes are validated
+ * before anything is written: corrupt, truncated or other-model bytes return
+ * `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`) and change nothing.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `data` is NULL or readable for `len` bytes.
+ */
+attune_status attune_session_import(attune_session *session, const uint8_t *data, size_t len);
+
+/**
+ * Writes the bytes' address and length to `*out_data` and `*out_len` (borrowed: valid until
+ * `attune_bytes_free`).
+ *
+ * # Safety
+ * `bytes` is NULL or live; `out_data` and `out_len` are NULL or writable.
+ */
+attune_status attune_bytes_data(const attune_bytes *bytes,
+                                const uint8_t **out_data,
+                                size_t *out_len);
+
+/**
+ * Frees bytes from `attune_session_export`. `attune_bytes_free(NULL)` does nothing.
+ *
+ * # Safety
+ * `bytes` is NULL or from `attune_session_export` and not yet freed.
+ */
+void attune_bytes_free(attune_bytes *bytes);
+
+/**
+ * Copies the session's statistics as a JSON object (NUL-terminated) into `buf` (`len` bytes):
+ * `{"user", "pending_episodes", "counters": {"episodes", "feedback", "updates", "accepted",
+ * "rolled_back", "skipped", "version", ...}, "rewards": {"count", "sum", "positive", "negative",
+ * "recent"}, "beta", "lr", "last_update"}`. When `len` is too small, returns
+ * `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
+ * included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `buf` is NULL or writable for `len` bytes; `needed` is
+ * NULL or writable.
+ */
+attune_status attune_session_stats_json(attune_session *session,
+                                        char *buf,
+                                        size_t len,
+                                        size_t *needed);
+
+/**
+ * The name of a status code (`"ATTUNE_STATUS_BUSY"`), or `"ATTUNE_STATUS_UNKNOWN"` for a number
+ * this version does not know.
+ *
+ * Returns a static string: never freed, valid for the life of the process.
+ */
+const char *attune_status_name(attune_status status);
 
 #ifdef __cplusplus
 }  // extern "C"

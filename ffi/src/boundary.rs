@@ -111,9 +111,8 @@ pub(crate) unsafe fn utf8<'a>(p: *const c_char, name: &str) -> Outcome<&'a str> 
     }
     // SAFETY: `p` is non-NULL and NUL-terminated (the caller's promise).
     let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
-    std::str::from_utf8(bytes).map_err(|e| {
-        Fail::new(ATTUNE_STATUS_INVALID_UTF8, format!("{name} is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))
-    })
+    std::str::from_utf8(bytes)
+        .map_err(|e| Fail::new(ATTUNE_STATUS_INVALID_UTF8, format!("{name} is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to())))
 }
 
 /// An optional string argument: NULL is `None`.
@@ -226,7 +225,7 @@ mod tests {
         assert_eq!(s, ATTUNE_STATUS_STORE);
         with_last_error(|m| assert_eq!(m, b"disk full\0"));
         assert_eq!(status(|| Ok(())), ATTUNE_STATUS_OK);
-        with_last_error(|m| assert_eq!(m, b"disk full\0"), );
+        with_last_error(|m| assert_eq!(m, b"disk full\0"));
         assert_eq!(infallible(7, || panic!("x")), 7);
     }
 

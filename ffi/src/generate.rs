@@ -7,7 +7,7 @@ use attune::generate::{FinishReason, GenerateOptions, Prompt};
 use attune::tokenizer::Message;
 
 use crate::boundary::{self, enum_value, handle, utf8, utf8_opt, Fail, Out, Outcome};
-use crate::session::{lock, attune_session};
+use crate::session::{attune_session, lock};
 use crate::status::*;
 
 /// The prompt is raw text, tokenised as is (no chat template).
@@ -56,9 +56,10 @@ pub(crate) fn parse_prompt(kind: u32, prompt: &str) -> Outcome<Prompt> {
     Ok(match enum_value(kind, 3, "prompt_kind")? {
         ATTUNE_PROMPT_TEXT => Prompt::Text(prompt.to_string()),
         ATTUNE_PROMPT_USER => Prompt::Chat(vec![Message::user(prompt)]),
-        _ => Prompt::Chat(serde_json::from_str::<Vec<Message>>(prompt).map_err(|e| {
-            Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("chat messages must be a JSON array of {{\"role\", \"content\"}} objects: {e}"))
-        })?),
+        _ => Prompt::Chat(
+            serde_json::from_str::<Vec<Message>>(prompt)
+                .map_err(|e| Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("chat messages must be a JSON array of {{\"role\", \"content\"}} objects: {e}")))?,
+        ),
     })
 }
 
@@ -146,13 +147,25 @@ unsafe fn generate(
     let reply = if record {
         let r = st.session.generate(&prompt, &opts, &mut stream)?;
         let json = serde_json::to_string(&r).unwrap_or_default();
-        attune_reply { episode_id: Some(r.episode_id), finish: finish_code(r.finish), tokens: r.tokens, text: nul_terminated(r.text), json: nul_terminated(json) }
+        attune_reply {
+            episode_id: Some(r.episode_id),
+            finish: finish_code(r.finish),
+            tokens: r.tokens,
+            text: nul_terminated(r.text),
+            json: nul_terminated(json),
+        }
     } else {
         let g = st.session.generate_unrecorded(&prompt, &opts, &mut stream)?;
         let json = serde_json::json!({
             "text": g.text, "episode_id": null, "finish": g.finish, "tokens": g.tokens.len(), "timings": g.timings,
         });
-        attune_reply { episode_id: None, finish: finish_code(g.finish), tokens: g.tokens.len(), text: nul_terminated(g.text), json: nul_terminated(json.to_string()) }
+        attune_reply {
+            episode_id: None,
+            finish: finish_code(g.finish),
+            tokens: g.tokens.len(),
+            text: nul_terminated(g.text),
+            json: nul_terminated(json.to_string()),
+        }
     };
     s.shared.check_open()?;
     out.write(Box::into_raw(Box::new(reply)));

@@ -86,7 +86,10 @@ impl Signal {
     fn source(self) -> Outcome<(f32, RewardSource)> {
         let given = [self.thumbs.is_some(), self.stars.is_some(), self.outcome.is_some(), self.rule.is_some(), self.score.is_some()];
         if given.iter().filter(|&&g| g).count() != 1 {
-            return Err(Fail::new(ATTUNE_STATUS_INVALID_JSON, "each reward signal needs exactly one of \"thumbs\", \"stars\", \"outcome\", \"rule\", \"score\""));
+            return Err(Fail::new(
+                ATTUNE_STATUS_INVALID_JSON,
+                "each reward signal needs exactly one of \"thumbs\", \"stars\", \"outcome\", \"rule\", \"score\"",
+            ));
         }
         let src = if let Some(up) = self.thumbs {
             RewardSource::Thumbs(up)
@@ -180,7 +183,13 @@ pub unsafe extern "C" fn attune_session_feedback_stars(session: *mut attune_sess
 /// # Safety
 /// As for `attune_session_feedback`; `source` is NULL or NUL-terminated.
 #[no_mangle]
-pub unsafe extern "C" fn attune_session_feedback_score(session: *mut attune_session, episode_id: u64, source: *const c_char, value: f64, out_outcome: *mut u32) -> attune_status {
+pub unsafe extern "C" fn attune_session_feedback_score(
+    session: *mut attune_session,
+    episode_id: u64,
+    source: *const c_char,
+    value: f64,
+    out_outcome: *mut u32,
+) -> attune_status {
     // SAFETY: forwarded from the caller.
     unsafe { feedback(session, episode_id, || Ok(Reward::score(utf8(source, "source")?, value as f32)), out_outcome) }
 }
@@ -194,7 +203,12 @@ pub unsafe extern "C" fn attune_session_feedback_score(session: *mut attune_sess
 /// # Safety
 /// As for `attune_session_feedback`; `reward_json` is NULL or NUL-terminated.
 #[no_mangle]
-pub unsafe extern "C" fn attune_session_feedback_json(session: *mut attune_session, episode_id: u64, reward_json: *const c_char, out_outcome: *mut u32) -> attune_status {
+pub unsafe extern "C" fn attune_session_feedback_json(
+    session: *mut attune_session,
+    episode_id: u64,
+    reward_json: *const c_char,
+    out_outcome: *mut u32,
+) -> attune_status {
     // SAFETY: forwarded from the caller.
     unsafe { feedback(session, episode_id, || reward_from_json(utf8(reward_json, "reward_json")?), out_outcome) }
 }
@@ -208,7 +222,13 @@ pub unsafe extern "C" fn attune_session_feedback_json(session: *mut attune_sessi
 /// `session` is NULL or a live session; `prompt` and `reply` are NULL or NUL-terminated;
 /// `out_episode_id` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn attune_session_demonstrate(session: *mut attune_session, prompt_kind: u32, prompt: *const c_char, reply: *const c_char, out_episode_id: *mut u64) -> attune_status {
+pub unsafe extern "C" fn attune_session_demonstrate(
+    session: *mut attune_session,
+    prompt_kind: u32,
+    prompt: *const c_char,
+    reply: *const c_char,
+    out_episode_id: *mut u64,
+) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
         let (prompt, reply, out) = unsafe { (utf8(prompt, "prompt")?, utf8(reply, "reply")?, Out::optional(out_episode_id)) };

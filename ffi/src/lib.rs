@@ -13,12 +13,12 @@
 
 // Declared in the order the header presents them.
 mod boundary;
-pub mod status;
-pub mod runtime;
-pub mod session;
 pub mod generate;
 pub mod learn;
 pub mod log;
+pub mod runtime;
+pub mod session;
+pub mod status;
 
 use std::ffi::c_char;
 

@@ -43,8 +43,12 @@ impl Shared {
 fn new_runtime(config_json: &str) -> Outcome<attune_runtime> {
     // Syntax first, so that "this is not JSON" and "this JSON is not a valid configuration" get
     // different statuses.
-    serde_json::from_str::<serde_json::Value>(config_json)
+    let value = serde_json::from_str::<serde_json::Value>(config_json)
         .map_err(|e| Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("configuration is not valid JSON: {e}")))?;
+    // serde would also read a struct from an array; the header promises an object.
+    if !value.is_object() {
+        return Err(Fail::new(ATTUNE_STATUS_INVALID_JSON, "configuration must be a JSON object"));
+    }
     let config = RuntimeConfig::from_json(config_json)?;
     let runtime = Runtime::new(config)?;
     Ok(attune_runtime { shared: Arc::new(Shared { runtime, closed: AtomicBool::new(false) }) })
@@ -52,6 +56,9 @@ fn new_runtime(config_json: &str) -> Outcome<attune_runtime> {
 
 /// Creates a runtime from a JSON configuration: loads ONNX Runtime (once per process), the model
 /// and the adapter store. See "Configuration" at the top of this header for the fields.
+///
+/// ONNX Runtime is loaded by the first runtime of the process; later runtimes share it (their
+/// `ort_library` is not used). Runtimes may be created concurrently and any number may coexist.
 ///
 /// On success `*out_runtime` is an owned runtime: free it with `attune_runtime_free`.
 /// Statuses: `INVALID_JSON` (not JSON), `CONFIG` (unknown field, bad value), `ORT_LIBRARY`,

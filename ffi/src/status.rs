@@ -109,9 +109,7 @@ const NAMES: [(attune_status, &CStr); 27] = [
 /// Returns a static string: never freed, valid for the life of the process.
 #[no_mangle]
 pub extern "C" fn attune_status_name(status: attune_status) -> *const c_char {
-    boundary::infallible(c"ATTUNE_STATUS_UNKNOWN".as_ptr(), || {
-        NAMES.iter().find(|(s, _)| *s == status).map_or(c"ATTUNE_STATUS_UNKNOWN", |(_, n)| n).as_ptr()
-    })
+    boundary::infallible(c"ATTUNE_STATUS_UNKNOWN".as_ptr(), || NAMES.iter().find(|(s, _)| *s == status).map_or(c"ATTUNE_STATUS_UNKNOWN", |(_, n)| n).as_ptr())
 }
 
 #[cfg(test)]
@@ -154,7 +152,7 @@ mod tests {
     fn names_are_unique_terminated_and_match_their_numbers() {
         for (i, (s, n)) in NAMES.iter().enumerate() {
             assert!(n.to_str().unwrap().starts_with("ATTUNE_STATUS_"));
-            assert!(NAMES[i + 1..].iter().all(|(t, m)| t != s && m != n), "{n} repeated");
+            assert!(NAMES[i + 1..].iter().all(|(t, m)| t != s && m != n), "{n:?} repeated");
             // SAFETY: the returned pointer is a static NUL-terminated string.
             let back = unsafe { std::ffi::CStr::from_ptr(attune_status_name(*s)) };
             assert_eq!(back, *n);
