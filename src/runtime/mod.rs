@@ -41,7 +41,7 @@ impl Default for StoreConfig {
 }
 
 /// Everything a runtime is created from; the C API takes it as JSON.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Model folder, ONNX Runtime library, execution providers, threads.
@@ -50,6 +50,10 @@ pub struct RuntimeConfig {
     pub store: StoreConfig,
     /// Learning settings (algorithm, adapter shape, optimiser, guards).
     pub learner: LearnerConfig,
+    /// Where the adapter's math runs: `auto` (a hardware GPU through wgpu when there is one, else the
+    /// CPU), `cpu` or `gpu`. The default is `cpu`: `auto` enumerates GPU adapters whenever a session
+    /// opens, which a host opts into.
+    pub compute: crate::adapter::gpu::ComputeConfig,
     /// Default generation options of sessions.
     pub generation: GenerateOptions,
     /// Prompts whose base-model replies are the probe set for the KL budget and drift checks; empty
@@ -57,6 +61,20 @@ pub struct RuntimeConfig {
     pub probe_prompts: Vec<String>,
     /// Tokens generated (base model, seeded sampling at the learner's `greedy_tau`) per probe prompt.
     pub probe_tokens: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            engine: EngineConfig::default(),
+            store: StoreConfig::default(),
+            learner: LearnerConfig::default(),
+            compute: crate::adapter::gpu::ComputeConfig { device: crate::adapter::gpu::ComputeDevice::Cpu, allow_software: false },
+            generation: GenerateOptions::default(),
+            probe_prompts: Vec::new(),
+            probe_tokens: 0,
+        }
+    }
 }
 
 impl RuntimeConfig {

@@ -73,7 +73,7 @@ impl UserSession {
 
     fn fresh_learner(&self) -> Result<Learner> {
         let info = self.runtime.model().engine().info();
-        let mut l = Learner::new(self.runtime.config().learner.clone(), info.hidden_size, info.vocab_size)?;
+        let mut l = Learner::new(self.runtime.config().learner.clone(), info.hidden_size, info.vocab_size)?.with_math(self.math());
         let tau = self.runtime.config().learner.greedy_tau;
         l.set_probes(self.runtime.probes()?.to_vec(), tau)?;
         Ok(l)
@@ -81,11 +81,16 @@ impl UserSession {
 
     fn install(&mut self, rec: &crate::store::AdapterRecord) -> Result<()> {
         let state = from_record(rec, self.runtime.config().learner.clone())?;
-        let mut l = Learner::from_state(state)?;
+        let mut l = Learner::from_state(state)?.with_math(self.math());
         l.set_probes(self.runtime.probes()?.to_vec(), self.runtime.config().learner.greedy_tau)?;
         self.learner = l;
         self.created_unix = rec.created_unix;
         Ok(())
+    }
+
+    /// The adapter math the configuration asks for (the choice and its reason are logged).
+    fn math(&self) -> Box<dyn crate::adapter::AdapterMath + Send> {
+        crate::adapter::gpu::math_for(&self.runtime.config().compute).0
     }
 
     /// The user id.
