@@ -10,8 +10,9 @@ tokenizer_config.json.
 
 Graph contract (relied upon by the Rust engine):
   inputs : input_ids int64 [batch, seq]; attention_mask int64 [batch, total_seq];
-           past_key_values.{i}.key / .value float32 [batch, kv_heads, past_seq, head_dim]
-  outputs: logits float32 [batch, seq, vocab]; hidden_states float32 [batch, seq, hidden]
+           past_key_values.{i}.key / .value float32 [batch, kv_heads, past_seq, head_dim];
+           logits_to_keep int64 [1], optional (default 0 = every position; n > 0: the last n)
+  outputs: logits float32 [batch, kept, vocab]; hidden_states float32 [batch, kept, hidden]
            (final RMSNorm output = LM head input); present.{i}.key / .value float32
            [batch, kv_heads, total_seq, head_dim]
 No position_ids input: GroupQueryAttention derives positions from the attention mask
@@ -48,7 +49,7 @@ from onnx import TensorProto, helper, numpy_helper
 from gguf import GGMLQuantizationType as QT
 
 QK = 32  # block size of Q4_1 and Q8_0
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 MATMUL_KINDS = ("qkv", "o", "gate_up", "down", "lm_head")
 # MatMulNBits accuracy_level of the 4-bit projections. 1 (fp32 compute) reproduces the GGUF to
 # ~3e-6 and, at 2 threads, decodes within ~10 % of 4 (int8 compute, hidden-state error ~4e-2,
@@ -354,6 +355,9 @@ class Converter:
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", V]),
             helper.make_tensor_value_info("hidden_states", TensorProto.FLOAT, ["batch_size", "sequence_length", H]),
         ]
+        # Optional input: a graph input with an initializer of the same name defaults to it.
+        inputs.append(helper.make_tensor_value_info("logits_to_keep", TensorProto.INT64, [1]))
+        g.init("logits_to_keep", np.zeros(1, dtype=np.int64))
         for i in range(L):
             for kv in ("key", "value"):
                 inputs.append(helper.make_tensor_value_info(
@@ -448,6 +452,18 @@ class Converter:
         g.init("output_norm", self.tensor("output_norm.weight")[1].astype(np.float32))
         hid = g.node("SkipSimplifiedLayerNormalization", [mlp_out, residual, "output_norm"],
                      ["hidden_states.2d"], "output_norm", domain="com.microsoft", epsilon=eps)
+        # Only the last `logits_to_keep` positions reach the LM head (0, the default: all of them),
+        # so that a prompt's prefill does not pay for V-wide logits it never reads.
+        hid3 = g.node("Reshape", [hid, bs_shape], ["hidden_states.all"], "hidden_states.reshape")
+        start = g.node("Neg", ["logits_to_keep"], ["keep.start"], "keep.neg")
+        g.node("Slice", [hid3, start, g.const_i64([2**62]), g.const_i64([1])], ["hidden_states"],
+               "keep.slice")
+        hid = g.node("Reshape", ["hidden_states", g.const_i64([-1, H])], ["hidden_states.kept"],
+                     "keep.reshape")
+        batch = g.node("Slice", [ids_shape, g.const_i64([0]), g.const_i64([1])], ["ids.batch"],
+                       "ids.batch")
+        kept_shape = g.node("Concat", [batch, g.const_i64([-1, V])], ["logits.shape"], "logits.shape",
+                            axis=0)                                          # [b, -1, V]
         lm_acc, lm_split = self.level("lm_head", None)
         lm_attrs = dict(domain="com.microsoft", K=H, N=V, bits=8, block_size=QK, accuracy_level=lm_acc)
         lm_w = ["embed.qweight", "lm_head.scales"]
@@ -459,8 +475,7 @@ class Converter:
             lg = g.node("Add", [lq, lr], ["logits.2d"], "lm_head.add")
         else:
             lg = g.node("MatMulNBits", [hid] + lm_w, ["logits.2d"], "lm_head", **lm_attrs)
-        g.node("Reshape", [hid, bs_shape], ["hidden_states"], "hidden_states.reshape")
-        g.node("Reshape", [lg, bs_shape], ["logits"], "logits.reshape")
+        g.node("Reshape", [lg, kept_shape], ["logits"], "logits.reshape")
 
         graph = helper.make_graph(g.nodes, "attune_llama", inputs, outputs, initializer=g.inits)
         model = helper.make_model(

@@ -149,7 +149,7 @@ def test_tiny_signature_contract(tiny_dir):
     dec = decoder_cfg(tiny_dir)
     L = dec["num_hidden_layers"]
     F, I64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
-    want_in = {"input_ids": (I64, 2), "attention_mask": (I64, 2)}
+    want_in = {"input_ids": (I64, 2), "attention_mask": (I64, 2), "logits_to_keep": (I64, 1)}
     want_out = {"logits": (F, 3), "hidden_states": (F, 3)}
     for i in range(L):
         for kv in ("key", "value"):
@@ -177,7 +177,7 @@ def test_tiny_matches_real_signature(tiny_dir):
 
     assert first_layers(ri, nt) == ti
     assert first_layers(ro, nt) == to
-    assert len(ri) - 2 == 2 * nr
+    assert len(ri) - 3 == 2 * nr  # input_ids, attention_mask, logits_to_keep + the KV pairs
 
 
 @pytest.mark.parametrize("level,max_hidden_rel", [("4s", 1e-3), (4, 6e-2), (0, 1e-5)])
@@ -239,6 +239,39 @@ def test_tiny_batch_and_padding(tiny_dir):
     out = sess.run(["logits"], feed)[0]
     assert np.abs(out[0] - la).max() < 1e-3 * np.abs(la).max()
     assert np.abs(out[1, :len(b)] - lb).max() < 1e-3 * np.abs(lb).max()
+
+
+def test_tiny_logits_to_keep(tiny_dir):
+    """`logits_to_keep` n > 0 returns exactly the last n rows of the full outputs (prefill and a
+    cached step, batch 1 and 2); left out, it defaults to every position."""
+    dec = decoder_cfg(tiny_dir)
+    sess = session(tiny_dir)
+    L, nkv, hd = dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]
+    ids = TINY_IDS[:12]
+    full_l, full_h, pres = run(sess, dec, ids)
+    for batch in (1, 2):
+        for n, expect in ((0, len(ids)), (1, 1), (5, 5)):
+            feed = {"input_ids": np.asarray([ids] * batch, np.int64),
+                    "attention_mask": np.ones((batch, len(ids)), np.int64),
+                    "logits_to_keep": np.asarray([n], np.int64)}
+            for i in range(L):
+                for kv in ("key", "value"):
+                    feed[f"past_key_values.{i}.{kv}"] = np.zeros((batch, nkv, 0, hd), np.float32)
+            lg, hs = sess.run(["logits", "hidden_states"], feed)
+            assert lg.shape == (batch, expect, 49152) and hs.shape == (batch, expect, dec["hidden_size"])
+            for b in range(batch):
+                assert np.array_equal(lg[b], full_l[-expect:]), (batch, n)
+                assert np.array_equal(hs[b], full_h[-expect:]), (batch, n)
+    # one cached step with keep = 1 equals the step without it
+    step_l, step_h, _ = run(sess, dec, [TINY_IDS[12]], pres)
+    feed = {"input_ids": np.asarray([[TINY_IDS[12]]], np.int64),
+            "attention_mask": np.ones((1, len(ids) + 1), np.int64),
+            "logits_to_keep": np.asarray([1], np.int64)}
+    for i in range(L):
+        for j, kv in enumerate(("key", "value")):
+            feed[f"past_key_values.{i}.{kv}"] = pres[2 * i + j]
+    lg, hs = sess.run(["logits", "hidden_states"], feed)
+    assert np.array_equal(lg[0], step_l) and np.array_equal(hs[0], step_h)
 
 
 def test_tiny_deterministic(tmp_path, tiny_ws, tiny_dir):

@@ -58,6 +58,26 @@ fn incremental_decoding_matches_teacher_forcing() {
 }
 
 #[test]
+fn prefill_keeps_only_the_last_row_and_it_matches_the_full_pass() {
+    let model = common::load(common::tiny_dir());
+    let engine = model.engine();
+    assert!(engine.info().names.logits_to_keep.is_some(), "the converted model has the logits_to_keep input");
+    let ids = model.tokenizer().encode("Only the last position of a prompt needs logits.").unwrap();
+    let (v, d, n) = (engine.info().vocab_size, engine.info().hidden_size, ids.len());
+    let mut full = engine.new_sequence().unwrap();
+    engine.forward(&mut full, &ids, true).unwrap();
+    let mut last = engine.new_sequence().unwrap();
+    engine.forward(&mut last, &ids, false).unwrap();
+    assert_eq!((full.rows(), last.rows()), (n, 1));
+    assert_eq!(last.logits(), &full.logits()[(n - 1) * v..], "last-row logits");
+    assert_eq!(last.hidden(), &full.hidden()[(n - 1) * d..], "last-row hidden state");
+    // The caches agree too: the next step is the same from both.
+    engine.forward(&mut full, &ids[..1], false).unwrap();
+    engine.forward(&mut last, &ids[..1], false).unwrap();
+    assert_eq!(last.logits(), full.logits());
+}
+
+#[test]
 fn seeded_generation_is_reproducible_and_streams_the_reply() {
     let model = common::load(common::tiny_dir());
     let opts = GenerateOptions {

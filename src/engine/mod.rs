@@ -90,6 +90,14 @@ impl Engine {
         let inputs: Vec<String> = session.inputs().iter().map(|o| o.name().to_string()).collect();
         let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
         info.check_signature(&inputs, &outputs)?;
+        let mut info = info;
+        // An input with a default (an initializer of the same name) is listed apart from the others.
+        info.names.logits_to_keep = session
+            .overridable_initializers()
+            .iter()
+            .map(|o| o.name().to_string())
+            .chain(inputs.iter().cloned())
+            .find(|i| i == model::LOGITS_TO_KEEP);
         let capacity = if cfg.max_context == 0 { info.context_length.min(2048) } else { cfg.max_context.min(info.context_length) };
         log::info!(
             "model {} loaded: {} layers, vocab {}, hidden {}, KV capacity {capacity}, providers {:?}",
@@ -200,6 +208,15 @@ impl Engine {
         }
         // Logits and hidden states change shape between prefill and decode: bind them unallocated each
         // run (a bound output keeps its previous shape otherwise).
+        // Without `all_rows` only the last position reaches the LM head, where the graph allows it.
+        let kept = match &names.logits_to_keep {
+            Some(name) => {
+                let keep = if all_rows { 0 } else { 1 };
+                seq.binding.bind_input(name, &Tensor::from_array(([1usize], vec![keep as i64]))?)?;
+                if all_rows { n } else { 1 }
+            }
+            None => n,
+        };
         seq.binding.bind_output_to_device(&names.logits, &seq.cpu)?;
         seq.binding.bind_output_to_device(&names.hidden_states, &seq.cpu)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
@@ -221,14 +238,14 @@ impl Engine {
             .ok_or_else(|| Error::Ort("hidden_states output missing".into()))?
             .try_extract_tensor::<f32>()?;
         let d = self.info.hidden_size;
-        if lshape.num_elements() != n * vocab || hshape.num_elements() != n * d {
+        if lshape.num_elements() != kept * vocab || hshape.num_elements() != kept * d {
             return Err(Error::Ort(format!("unexpected output shapes: logits {lshape:?}, hidden_states {hshape:?}")));
         }
-        let (start, rows) = if all_rows { (0, n) } else { (n - 1, 1) };
+        let (start, rows) = if all_rows { (0, kept) } else { (kept - 1, 1) };
         seq.logits.clear();
-        seq.logits.extend_from_slice(&logits[start * vocab..n * vocab]);
+        seq.logits.extend_from_slice(&logits[start * vocab..kept * vocab]);
         seq.hidden.clear();
-        seq.hidden.extend_from_slice(&hidden[start * d..n * d]);
+        seq.hidden.extend_from_slice(&hidden[start * d..kept * d]);
         seq.rows = rows;
         seq.len = total;
         drop(outputs);

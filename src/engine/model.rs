@@ -119,9 +119,15 @@ pub struct IoNames {
     pub past_value: Vec<String>,
     pub logits: String,
     pub hidden_states: String,
+    /// The optional input that limits logits and hidden states to the last `n` positions (0: all),
+    /// when the graph has it.
+    pub logits_to_keep: Option<String>,
     pub present_key: Vec<String>,
     pub present_value: Vec<String>,
 }
+
+/// The name of the optional input that limits which positions reach the LM head.
+pub const LOGITS_TO_KEEP: &str = "logits_to_keep";
 
 /// Files every model folder must contain.
 pub const REQUIRED_FILES: [&str; 4] = ["genai_config.json", "tokenizer.json", "tokenizer_config.json", "model.onnx"];
@@ -181,6 +187,7 @@ impl ModelInfo {
                 past_value: fmt_names(&d.inputs.past_value_names),
                 logits: d.outputs.logits,
                 hidden_states: "hidden_states".to_string(),
+                logits_to_keep: None,
                 present_key: fmt_names(&d.outputs.present_key_names),
                 present_value: fmt_names(&d.outputs.present_value_names),
             },
@@ -206,7 +213,8 @@ impl ModelInfo {
                 || *i == n.attention_mask
                 || Some(i) == n.position_ids.as_ref()
                 || n.past_key.contains(i)
-                || n.past_value.contains(i);
+                || n.past_value.contains(i)
+                || i == LOGITS_TO_KEEP;
             if !known {
                 return Err(Error::model(&self.dir, format!("graph has an unexpected input `{i}`")));
             }

@@ -49,6 +49,28 @@ pub struct DemoArgs {
     /// Intra-op threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Overrides a learner setting, as `name=value` with a JSON value (`lr`, `a_lr_mult`,
+    /// `adapter.rank`, ...); repeatable.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// Applies `name=value` overrides (dotted names reach into nested settings) to a learner
+/// configuration through its JSON form, so that unknown names and wrong types are refused.
+fn apply_overrides(cfg: &LearnerConfig, sets: &[String]) -> Result<LearnerConfig> {
+    let mut v = serde_json::to_value(cfg)?;
+    for s in sets {
+        let (name, value) = s.split_once('=').with_context(|| format!("--set {s}: expected NAME=VALUE"))?;
+        let value: serde_json::Value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        let mut slot = &mut v;
+        for part in name.split('.') {
+            slot = slot.get_mut(part).with_context(|| format!("--set {s}: no setting named {name}"))?;
+        }
+        *slot = value;
+    }
+    let out: LearnerConfig = serde_json::from_value(v).context("--set")?;
+    out.validate()?;
+    Ok(out)
 }
 
 const CALLER: &str = "Sam";
@@ -278,6 +300,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         learner: LearnerConfig { lr: a.lr, max_nll_drift: a.max_nll_drift, lr_recovery: 1.1, ..LearnerConfig::default() },
         ..RuntimeConfig::default()
     };
+    cfg.learner = apply_overrides(&cfg.learner, &a.set)?;
     cfg.store.dir = Some(a.out.join("adapters"));
     let mut runs = Vec::new();
     for name in &a.algorithms {
