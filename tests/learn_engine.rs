@@ -31,9 +31,9 @@ fn first_token_prob(rt: &Runtime, s: &UserSession, prompt: &Prompt, target: u32,
     p[target as usize] as f64
 }
 
-/// A first-reply token the base model gives a moderate probability (rank `rank` of its first-token
-/// distribution), so that rewards for it are neither always nor never earned.
-fn moderate_token(rt: &Arc<Runtime>, prompt: &Prompt, rank: usize) -> u32 {
+/// The likeliest first-reply token whose base probability is at most `max_p`, so that rewards for it
+/// are neither always nor never earned and there is room to raise it.
+fn moderate_token(rt: &Arc<Runtime>, prompt: &Prompt, max_p: f64) -> u32 {
     let mut p: Vec<(f64, u32)> = Vec::new();
     let model = rt.model();
     let ids = model.prompt_tokens(prompt).unwrap();
@@ -45,49 +45,44 @@ fn moderate_token(rt: &Arc<Runtime>, prompt: &Prompt, rank: usize) -> u32 {
     p.extend(probs.iter().enumerate().map(|(t, &x)| (x as f64, t as u32)));
     p.sort_by(|a, b| b.0.total_cmp(&a.0));
     eprintln!("first-token distribution head: {:?}", &p[..4]);
-    p[rank].1
+    p.iter().find(|(x, _)| *x <= max_p).expect("a token under max_p").1
 }
 
-fn train_on_first_token(rt: &Arc<Runtime>, prompt: &Prompt, target: u32, episodes: usize, max_new: usize) -> (f64, f64, UserSession) {
-    let mut s = rt.open_session("rule-user").unwrap();
-    let tau = 1.0;
-    let before = first_token_prob(rt, &s, prompt, target, tau);
+/// Trains `s` on `episodes` replies to `prompt` (seeds from `seed0`) with the rule reward +1 when
+/// the reply starts with `target`, else -1.
+fn train_on_first_token(s: &mut UserSession, prompt: &Prompt, target: u32, seed0: u64, episodes: usize, max_new: usize) {
     for i in 0..episodes {
         let opts = GenerateOptions {
-            sampling: SamplingConfig { temperature: tau, seed: 100 + i as u64, ..SamplingConfig::default() },
+            sampling: SamplingConfig { temperature: 1.0, seed: seed0 + i as u64, ..SamplingConfig::default() },
             max_new_tokens: max_new,
             ..GenerateOptions::default()
         };
         let reply = s.generate(prompt, &opts, &mut |_| true).unwrap();
-        let ep = s.learner().episode(reply.episode_id).unwrap();
-        let first = ep.tokens.first().map(|t| t.token);
-        // The rule: +1 when the reply starts with the target token, else -1.
+        let first = s.learner().episode(reply.episode_id).unwrap().tokens.first().map(|t| t.token);
         let r = if first == Some(target) { 1.0 } else { -1.0 };
-        match s.feedback(reply.episode_id, &Reward::scalar(r)).unwrap() {
-            FeedbackOutcome::Updated(rep) => {
-                if std::env::var("ATTUNE_DEBUG_REPORTS").is_ok() { eprintln!("r={r} first={first:?} {rep:?}"); }
-                assert!(rep.mean_kl.is_finite() && rep.grad_norm.is_finite(), "{rep:?}");
-            }
-            _ => {}
+        if let FeedbackOutcome::Updated(rep) = s.feedback(reply.episode_id, &Reward::scalar(r)).unwrap() {
+            assert!(rep.mean_kl.is_finite() && rep.grad_norm.is_finite(), "{rep:?}");
         }
     }
-    let after = first_token_prob(rt, &s, prompt, target, tau);
-    if std::env::var("ATTUNE_DEBUG_REPORTS").is_ok() {
-        let a = s.learner().adapter();
-        let bmax = a.b().iter().fold(0f32, |m, x| m.max(x.abs()));
-        let brow: Vec<f32> = a.b().row(target as usize).to_vec();
-        let model = rt.model();
-        let ids = model.prompt_tokens(prompt).unwrap();
-        let mut seq = model.take_sequence().unwrap();
-        model.engine().forward(&mut seq, &ids, false).unwrap();
-        let h = seq.hidden().to_vec();
-        model.give_back(seq);
-        let hrms = (h.iter().map(|x| x * x).sum::<f32>() / h.len() as f32).sqrt();
-        let mut u = vec![0f32; a.rank()];
-        a.project(&h, &mut u).unwrap();
-        eprintln!("DEBUG bmax {bmax} brow {brow:?} hrms {hrms} u {u:?} scale {} active {}", a.scale(), a.active_rows().len());
+}
+
+/// Trains in rounds of `round` episodes until `p(target)` reaches `factor` times its base value or
+/// `max_rounds` rounds have run; returns (p before, p after, episodes used, session).
+fn train_until(rt: &Arc<Runtime>, prompt: &Prompt, target: u32, factor: f64, round: usize, max_rounds: usize, max_new: usize) -> (f64, f64, usize, UserSession) {
+    let mut s = rt.open_session("rule-user").unwrap();
+    let before = first_token_prob(rt, &s, prompt, target, 1.0);
+    let mut after = before;
+    let mut used = 0;
+    for k in 0..max_rounds {
+        train_on_first_token(&mut s, prompt, target, 100 + (k * round) as u64, round, max_new);
+        used += round;
+        after = first_token_prob(rt, &s, prompt, target, 1.0);
+        eprintln!("after {used} episodes: p(target) {before:.3e} -> {after:.3e} ({:.1}x)", after / before);
+        if after >= factor * before {
+            break;
+        }
     }
-    (before, after, s)
+    (before, after, used, s)
 }
 
 #[test]
@@ -103,12 +98,11 @@ fn tiny_model_rule_reward_raises_the_target_token_within_budget() {
     let rt = runtime(common::tiny_dir(), learner.clone());
     let prompt = Prompt::Text("Tell me".into());
     // A token that the random base model gives a low but non-negligible probability.
-    let tok = moderate_token(&rt, &prompt, 0);
-    let (before, after, mut s) = train_on_first_token(&rt, &prompt, tok, 1000, 1);
+    let tok = moderate_token(&rt, &prompt, 0.1);
+    let (before, after, used, mut s) = train_until(&rt, &prompt, tok, 5.0, 25, 20, 1);
     let probe = s.learner_mut().probe_stats().unwrap();
-    eprintln!("tiny: p(target) {before:.3e} -> {after:.3e} ({:.1}x); probe {:?}; counters {:?}", after / before, probe, s.learner().counters());
-    // Measured 1.6x here (1000 one-token episodes, lr 3e-3); the bar leaves a margin for noise.
-    assert!(after > 1.3 * before, "p(target) {before} -> {after}");
+    eprintln!("tiny: p(target) {before:.3e} -> {after:.3e} ({:.1}x) in {used} episodes; probe {:?}; counters {:?}", after / before, probe, s.learner().counters());
+    assert!(after >= 5.0 * before, "p(target) {before} -> {after} after {used} episodes");
     let kl = probe.map(|p| p.kl).unwrap_or(0.0);
     assert!(kl <= learner.kl_budget, "probe KL {kl} over the budget");
 }
@@ -172,25 +166,20 @@ fn real_model_rule_reward_learning_stays_within_budget() {
     let Some(dir) = common::real_dir() else { return };
     for alg in [Algorithm::Reinforce, Algorithm::A2c] {
         // The probe-NLL guard is relaxed to 10 % (as in the demo); the KL budget (0.1) is asserted.
-        let learner = LearnerConfig { algorithm: alg, lr: 3e-3, max_nll_drift: 0.1, lr_recovery: 1.1, max_same_sign_run: 0, max_updates_per_minute: 0, ..LearnerConfig::default() };
+        let learner = LearnerConfig { algorithm: alg, lr: 1e-3, max_nll_drift: 0.1, lr_recovery: 1.1, max_same_sign_run: 0, max_updates_per_minute: 0, ..LearnerConfig::default() };
         let rt = runtime(dir.clone(), learner.clone());
         let prompt = Prompt::Chat(vec![Message::user("What should I cook tonight?")]);
-        let tok = moderate_token(&rt, &prompt, 0);
-        let (before, after, mut s) = train_on_first_token(&rt, &prompt, tok, 120, 1);
+        let tok = moderate_token(&rt, &prompt, 0.2);
+        let (before, after, used, mut s) = train_until(&rt, &prompt, tok, 2.0, 20, 10, 1);
         let probe = s.learner_mut().probe_stats().unwrap().unwrap();
         eprintln!(
-            "real {alg:?}: p(target first) {before:.3e} -> {after:.3e} ({:.1}x); probe KL {:.4}, NLL drift {:.2}%; rollbacks {}",
+            "real {alg:?}: p(target first) {before:.3e} -> {after:.3e} ({:.1}x) in {used} episodes; probe KL {:.4}, NLL drift {:.2}%; rollbacks {}",
             after / before,
             probe.kl,
             100.0 * (probe.nll - probe.base_nll) / probe.base_nll,
             s.learner().counters().rolled_back
         );
-        // On the real model 120 one-token episodes do not yet move this token measurably (see
-        // BENCHMARKS.md); what is asserted is that learning ran, stayed finite and kept to the
-        // KL budget and the drift guard.
-        assert!(probe.kl > 0.0 && probe.kl.is_finite(), "{alg:?}: the adapter did not change");
+        assert!(after >= 2.0 * before, "{alg:?}: p(target) {before} -> {after} after {used} episodes");
         assert!(probe.kl <= learner.kl_budget, "{alg:?}: probe KL {}", probe.kl);
-        assert!(after.is_finite() && after > 0.0);
-        assert!(s.learner().counters().updates > 0);
     }
 }

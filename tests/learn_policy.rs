@@ -107,6 +107,30 @@ fn tiny_policy_learns_to_say_the_rewarded_token_within_budget() {
     assert!(l.counters().accepted > 10);
 }
 
+#[test]
+fn the_kl_term_is_divided_by_t_norm_like_the_policy_term() {
+    // REINFORCE weights are A / T_norm; the KL term must carry the same factor (beta / T_norm per
+    // token), or a long T_norm leaves the policy term too weak to move against the KL penalty.
+    let lm = TinyLm::new(V, D, 3.0, 7);
+    let t_norm = 64;
+    let cfg = LearnerConfig { max_response_tokens: t_norm, adaptive_beta: false, ..config(Algorithm::Reinforce, 0.01) };
+    let mut l = Learner::new(cfg, D, V).unwrap();
+    let mut r = rng(8);
+    let mut checked = 0;
+    for i in 0..12 {
+        let id = episode(&lm, &mut l, 0, 6, &mut r);
+        let beta = l.beta();
+        if let FeedbackOutcome::Updated(rep) = l.give_feedback(id, &Reward::scalar(if i % 3 == 0 { 1.0 } else { -1.0 })).unwrap() {
+            if rep.mean_kl > 0.0 {
+                let expect = beta * rep.mean_kl * rep.tokens as f64 / t_norm as f64;
+                learn_support::assert_close("KL loss term", rep.loss.kl, expect, 1e-9, 0.0);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} updates had a KL term");
+}
+
 /// Runs a stream of rewards against a fast learner and returns the rollbacks it saw.
 fn adversarial(stream: &dyn Fn(usize, &mut ChaCha8Rng) -> f32, cap: u32, seed: u64) -> (Learner, usize, usize) {
     let lm = TinyLm::new(V, D, 6.0, seed);

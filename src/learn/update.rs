@@ -101,6 +101,9 @@ impl Learner {
             self.baseline.push(reward, cfg.baseline_rate);
             let flat = reinforce_weight(reward, baselines[i], sigma, cfg.advantage_clip, cfg.max_response_tokens);
             let mut weights = vec![flat; n];
+            // The KL term is scaled like the policy term (divided by T_norm when the weights are),
+            // so that the objective stays Ziegler's per-reply `R - beta sum_t KL_t` up to one factor.
+            let mut kl_scale = 1.0 / cfg.max_response_tokens.max(1) as f64;
             let mut targets = None;
             if cfg.algorithm == Algorithm::A2c {
                 let values: Vec<f64> = ep.tokens.iter().map(|r| self.head.value(&r.hidden).map(f64::from)).collect::<Result<_>>()?;
@@ -108,6 +111,7 @@ impl Learner {
                 let returns = advantage::returns(&token_rewards, cfg.gamma);
                 if critic_ready {
                     weights = advantage::gae(&token_rewards, &values, cfg.gamma, cfg.gae_lambda).into_iter().map(|a| a / sigma).collect();
+                    kl_scale = 1.0;
                 }
                 for (&v, &g) in values.iter().zip(&returns) {
                     if self.critic.len() >= cfg.critic_window {
@@ -133,11 +137,14 @@ impl Learner {
                 rep.clipped_tokens += clipped.clipped;
                 weights = clipped.weights;
             }
-            planned.push(Planned { ep: i, weights, beta: self.beta, targets });
+            planned.push(Planned { ep: i, weights, beta: self.beta * kl_scale, targets });
         }
-        // The step averages over episodes.
+        // The step averages over episodes: both terms of each episode's objective.
         let k = planned.len().max(1) as f64;
-        planned.iter_mut().for_each(|p| p.weights.iter_mut().for_each(|w| *w /= k));
+        planned.iter_mut().for_each(|p| {
+            p.weights.iter_mut().for_each(|w| *w /= k);
+            p.beta /= k;
+        });
         Ok(planned)
     }
 
@@ -155,12 +162,11 @@ impl Learner {
         if value_tokens > 0 {
             self.grad.scale_value(1.0 / value_tokens as f64);
         }
-        let k = planned.len() as f64;
         rep.episodes = planned.len();
         rep.tokens = stats.tokens;
         rep.mean_kl = stats.kl_sum / stats.tokens.max(1) as f64;
         rep.loss.policy = -stats.policy_objective;
-        rep.loss.kl = planned.iter().map(|p| p.beta).fold(0.0, f64::max) * stats.kl_sum / k;
+        rep.loss.kl = planned.iter().map(|p| p.beta).fold(0.0, f64::max) * stats.kl_sum;
         rep.loss.value = stats.value_loss / value_tokens.max(1) as f64;
         rep.grad_norm = self.grad.policy_norm();
         rep.value_grad_norm = self.grad.value_norm();

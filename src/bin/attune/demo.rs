@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use attune::engine::EngineConfig;
 use attune::generate::{GenerateOptions, Prompt, SamplingConfig};
-use attune::learn::{Algorithm, FeedbackOutcome, LearnerConfig, Reward, UpdateOutcome, UpdateReport};
+use attune::learn::{Algorithm, FeedbackOutcome, LearnerConfig, Reward, UpdateReport};
 use attune::runtime::{Runtime, RuntimeConfig, UserSession};
 use attune::tokenizer::Message;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,7 +38,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 20)]
     pub every: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Roll back when the probe NLL drifts by more than this fraction.
     #[arg(long, default_value_t = 0.1)]
@@ -49,6 +49,10 @@ pub struct DemoArgs {
     /// Intra-op threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// How the caller rates: `thumbs` (up with probability sigmoid(8 (U - 0.5))), `stars` (1 to 5:
+    /// round(1 + 4 U + noise), noise N(0, 0.5)), or `exact` (the utility itself, for comparisons).
+    #[arg(long, default_value = "thumbs")]
+    pub rating: String,
     /// Overrides a learner setting, as `name=value` with a JSON value (`lr`, `a_lr_mult`,
     /// `adapter.rank`, ...); repeatable.
     #[arg(long = "set", value_name = "NAME=VALUE")]
@@ -110,6 +114,25 @@ pub fn utility(reply: &str) -> f64 {
     0.5 * f64::from(u8::from(greets)) + 0.5 * short
 }
 
+/// The caller's rating of a reply of utility `u`, and whether it counts as a thumbs up.
+fn rate(kind: &str, u: f64, rng: &mut impl Rng) -> Result<(bool, Reward)> {
+    Ok(match kind {
+        "thumbs" => {
+            let up = rng.random::<f64>() < 1.0 / (1.0 + (-8.0 * (u - 0.5)).exp());
+            (up, Reward::thumbs(up))
+        }
+        "stars" => {
+            // Box-Muller normal noise.
+            let (a, b): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+            let noise = 0.5 * (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos();
+            let stars = (1.0 + 4.0 * u + noise).round().clamp(1.0, 5.0) as u8;
+            (stars >= 4, Reward::stars(stars))
+        }
+        "exact" => (u >= 0.5, Reward::scalar(u as f32)),
+        other => anyhow::bail!("unknown rating {other} (thumbs, stars, exact)"),
+    })
+}
+
 fn prompt(q: &str) -> Prompt {
     Prompt::Chat(vec![Message::system(SYSTEM), Message::user(q)])
 }
@@ -156,11 +179,14 @@ fn gen_opts(seed: u64) -> GenerateOptions {
     }
 }
 
-/// Scores the held-out prompts, two seeded samples each, without recording episodes.
+/// Seeded samples per held-out prompt in the before/after evaluation.
+const EVAL_SAMPLES: u64 = 4;
+
+/// Scores the held-out prompts, `EVAL_SAMPLES` seeded samples each, without recording episodes.
 fn evaluate(s: &mut UserSession, seed: u64) -> Result<(f64, Vec<EvalLog>)> {
     let mut logs = Vec::new();
     for (i, q) in EVAL_PROMPTS.iter().enumerate() {
-        for k in 0..2u64 {
+        for k in 0..EVAL_SAMPLES {
             let g = s.generate_unrecorded(&prompt(q), &gen_opts(seed * 1000 + i as u64 * 10 + k), &mut |_| true)?;
             logs.push(EvalLog { prompt: q.to_string(), utility: utility(&g.text), reply: g.text });
         }
@@ -178,10 +204,6 @@ fn run_one(rt: &std::sync::Arc<Runtime>, alg_name: &str, a: &DemoArgs) -> Result
     let user = format!("demo-caller-{alg_name}");
     rt.forget(&user)?;
     let mut s = rt.open_session(&user)?;
-    {
-        let cfg = s.learner_mut();
-        let _ = cfg;
-    }
     println!("\n== {alg_name}: measuring the no-adaptation baseline on {} held-out prompts ==", EVAL_PROMPTS.len());
     let (before_score, before) = evaluate(&mut s, a.seed)?;
     println!("baseline preference score {before_score:.3}");
@@ -198,9 +220,8 @@ fn run_one(rt: &std::sync::Arc<Runtime>, alg_name: &str, a: &DemoArgs) -> Result
         let reply = s.generate(&prompt(q), &gen_opts(a.seed.wrapping_mul(7919).wrapping_add(ep as u64)), &mut |_| true)?;
         gen_ms += tg.elapsed().as_secs_f64() * 1000.0;
         let u = utility(&reply.text);
-        let p_up = 1.0 / (1.0 + (-8.0 * (u - 0.5)).exp());
-        let up = rng.random::<f64>() < p_up;
-        let outcome = s.feedback(reply.episode_id, &Reward::thumbs(up))?;
+        let (up, reward) = rate(&a.rating, u, &mut rng)?;
+        let outcome = s.feedback(reply.episode_id, &reward)?;
         let update = match outcome {
             FeedbackOutcome::Updated(r) => {
                 upd_ms += r.elapsed_s * 1000.0;
@@ -242,7 +263,6 @@ fn run_one(rt: &std::sync::Arc<Runtime>, alg_name: &str, a: &DemoArgs) -> Result
         s.save()?;
     }
     let rolled = s.learner().counters().rolled_back;
-    let _ = UpdateOutcome::Accepted;
     Ok(RunLog {
         algorithm: alg_name.to_string(),
         episodes: logs,
@@ -312,7 +332,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     println!("\n== before / after on held-out prompts ==");
     for r in &runs {
         println!("\n[{}] preference score {:.3} -> {:.3}", r.algorithm, r.before_score, r.after_score);
-        for (b, af) in r.before.iter().zip(&r.after).step_by(2) {
+        for (b, af) in r.before.iter().zip(&r.after).step_by(EVAL_SAMPLES as usize) {
             println!("Q: {}\n  before ({:.2}): {}\n  after  ({:.2}): {}", b.prompt, b.utility, b.reply.replace('\n', " "), af.utility, af.reply.replace('\n', " "));
         }
     }
