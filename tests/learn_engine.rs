@@ -17,15 +17,21 @@ fn runtime(dir: std::path::PathBuf, learner: LearnerConfig) -> Arc<Runtime> {
     Runtime::new(cfg).expect("runtime")
 }
 
-/// Probability of `target` as the first reply token under the session's adapter, at temperature `tau`.
-fn first_token_prob(rt: &Runtime, s: &UserSession, prompt: &Prompt, target: u32, tau: f32) -> f64 {
+/// The base model's first-reply position for `prompt`: (hidden state, logits).
+fn first_position(rt: &Runtime, prompt: &Prompt) -> (Vec<f32>, Vec<f32>) {
     let model = rt.model();
     let ids = model.prompt_tokens(prompt).unwrap();
     let mut seq = model.take_sequence().unwrap();
     model.engine().forward(&mut seq, &ids, false).unwrap();
-    let mut logits = seq.logits().to_vec();
-    s.learner().adapter().add_delta(seq.hidden(), &mut logits).unwrap();
+    let out = (seq.hidden().to_vec(), seq.logits().to_vec());
     model.give_back(seq);
+    out
+}
+
+/// Probability of `target` as the first reply token under the session's adapter, at temperature `tau`.
+fn first_token_prob(rt: &Runtime, s: &UserSession, prompt: &Prompt, target: u32, tau: f32) -> f64 {
+    let (hidden, mut logits) = first_position(rt, prompt);
+    s.learner().adapter().add_delta(&hidden, &mut logits).unwrap();
     let mut p = Vec::new();
     sampler::softmax_scaled(&logits, 1.0 / tau, &mut p);
     p[target as usize] as f64
@@ -34,15 +40,10 @@ fn first_token_prob(rt: &Runtime, s: &UserSession, prompt: &Prompt, target: u32,
 /// The likeliest first-reply token whose base probability is at most `max_p`, so that rewards for it
 /// are neither always nor never earned and there is room to raise it.
 fn moderate_token(rt: &Arc<Runtime>, prompt: &Prompt, max_p: f64) -> u32 {
-    let mut p: Vec<(f64, u32)> = Vec::new();
-    let model = rt.model();
-    let ids = model.prompt_tokens(prompt).unwrap();
-    let mut seq = model.take_sequence().unwrap();
-    model.engine().forward(&mut seq, &ids, false).unwrap();
+    let (_, logits) = first_position(rt, prompt);
     let mut probs = Vec::new();
-    sampler::softmax_scaled(seq.logits(), 1.0, &mut probs);
-    model.give_back(seq);
-    p.extend(probs.iter().enumerate().map(|(t, &x)| (x as f64, t as u32)));
+    sampler::softmax_scaled(&logits, 1.0, &mut probs);
+    let mut p: Vec<(f64, u32)> = probs.iter().enumerate().map(|(t, &x)| (x as f64, t as u32)).collect();
     p.sort_by(|a, b| b.0.total_cmp(&a.0));
     eprintln!("first-token distribution head: {:?}", &p[..4]);
     p.iter().find(|(x, _)| *x <= max_p).expect("a token under max_p").1

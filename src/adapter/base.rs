@@ -14,6 +14,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::fastmath::{exp_f64, max_f32};
+use super::head::LoraHead;
 use crate::error::{Error, Result};
 use crate::generate::TokenRecord;
 
@@ -193,6 +194,25 @@ fn top_k_ids(x: &[f32], k: usize) -> Vec<u32> {
     ids.sort_unstable();
     ids
 }
+
+/// Checks that a recorded token fits `head` (hidden size, vocabulary, token id) and that its base
+/// statistics have a usable temperature; shared by every [`super::AdapterMath`] implementation.
+pub(crate) fn check_token(head: &LoraHead, rec: &TokenRecord, base: &BaseStats) -> Result<()> {
+    if rec.hidden.len() != head.hidden_size() || rec.base_logprobs.len() != head.vocab_size() || rec.token as usize >= head.vocab_size() {
+        return Err(Error::Learning(format!(
+            "token record with d = {}, V = {} does not fit the adapter (d = {}, V = {})",
+            rec.hidden.len(),
+            rec.base_logprobs.len(),
+            head.hidden_size(),
+            head.vocab_size()
+        )));
+    }
+    if !(base.tau.is_finite() && base.tau > 0.0) {
+        return Err(Error::Learning(format!("base statistics at temperature {}", base.tau)));
+    }
+    Ok(())
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 use super::adam::{self, AdamParams, AdamState};
-use super::base::BaseStats;
+use super::base::{check_token, BaseStats};
 use super::dense::{self, DenseScratch};
 use super::sparse::SparseScratch;
 use super::head::LoraHead;
@@ -73,22 +73,6 @@ impl CpuMath {
             Strategy::Dense => true,
         }
     }
-}
-
-fn check_token(head: &LoraHead, rec: &TokenRecord, base: &BaseStats) -> Result<()> {
-    if rec.hidden.len() != head.hidden_size() || rec.base_logprobs.len() != head.vocab_size() || rec.token as usize >= head.vocab_size() {
-        return Err(Error::Learning(format!(
-            "token record with d = {}, V = {} does not fit the adapter (d = {}, V = {})",
-            rec.hidden.len(),
-            rec.base_logprobs.len(),
-            head.hidden_size(),
-            head.vocab_size()
-        )));
-    }
-    if !(base.tau.is_finite() && base.tau > 0.0) {
-        return Err(Error::Learning(format!("base statistics at temperature {}", base.tau)));
-    }
-    Ok(())
 }
 
 fn finite_evals(out: &[TokenEval]) -> Result<()> {

@@ -3,29 +3,14 @@
 
 use super::exec::{Core, Pool};
 use super::kernels::TokGpu;
-use crate::adapter::{BaseStats, LoraHead};
+use crate::adapter::BaseStats;
 use crate::error::{Error, Result};
 use crate::generate::TokenRecord;
 
 /// How many bytes one chunk buffer aims at (less when the device allows less).
 const CHUNK_BYTES: u64 = 64 << 20;
 
-/// The same checks as the CPU path: the record fits the adapter and the temperature is usable.
-pub(super) fn check_token(head: &LoraHead, rec: &TokenRecord, base: &BaseStats) -> Result<()> {
-    if rec.hidden.len() != head.hidden_size() || rec.base_logprobs.len() != head.vocab_size() || rec.token as usize >= head.vocab_size() {
-        return Err(Error::Learning(format!(
-            "token record with d = {}, V = {} does not fit the adapter (d = {}, V = {})",
-            rec.hidden.len(),
-            rec.base_logprobs.len(),
-            head.hidden_size(),
-            head.vocab_size()
-        )));
-    }
-    if !(base.tau.is_finite() && base.tau > 0.0) {
-        return Err(Error::Learning(format!("base statistics at temperature {}", base.tau)));
-    }
-    Ok(())
-}
+pub(super) use crate::adapter::base::check_token;
 
 /// Checks that there is one [`BaseStats`] per token.
 pub(super) fn check_lengths(tokens: &[TokenRecord], base: &[BaseStats]) -> Result<()> {

@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use attune::engine::EngineConfig;
-use attune::generate::{FinishReason, GenerateOptions, Model, Prompt, SamplingConfig};
+use attune::adapter::{LoraConfig, LoraHead};
+use attune::generate::{FinishReason, GenerateOptions, LogitsHook, Model, Prompt, SamplingConfig};
+use rand::{Rng, SeedableRng};
 
 /// Options of `attune bench`.
 #[derive(clap::Args, Clone)]
@@ -36,6 +38,64 @@ pub struct BenchArgs {
     /// Write the prompt token ids used (`prompt`, `short`) as JSON, for the peer run.
     #[arg(long)]
     pub dump_prompt: Option<std::path::PathBuf>,
+    /// Also measure decode through the generation loop without an adapter, with an adapter of this
+    /// rank on every vocabulary row (the dense worst case), and with that adapter plus the per-token
+    /// records learning keeps (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub adapter_rank: usize,
+}
+
+/// A LoRA head adapter as the generation loop's logits hook.
+struct AdapterHook(LoraHead);
+
+impl LogitsHook for AdapterHook {
+    fn apply(&mut self, hidden: &[f32], logits: &mut [f32]) -> attune::Result<()> {
+        self.0.add_delta(hidden, logits)
+    }
+}
+
+/// An adapter of rank `rank` whose every row of `B` is non-zero (seeded values of learned size).
+fn dense_adapter(rank: usize, d: usize, vocab: usize) -> Result<LoraHead> {
+    let cfg = LoraConfig { rank, ..LoraConfig::default() };
+    let fresh = LoraHead::new(&cfg, d, vocab)?;
+    let mut parts = fresh.to_parts();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    parts.b_rows = (0..vocab as u32).collect();
+    parts.b = (0..vocab * rank).map(|_| rng.random_range(-1e-2f32..1e-2)).collect();
+    Ok(LoraHead::from_parts(&cfg, &parts)?)
+}
+
+/// Decode tok/s through [`Model::generate`] (sampling loop, hook, records) for `runs` runs of each
+/// variant, interleaved so that machine noise hits all of them alike.
+fn adapter_decode(model: &Model, short: &[u32], opts: &GenerateOptions, rank: usize, runs: usize) -> Result<serde_json::Value> {
+    let info = model.engine().info();
+    let mut hook = AdapterHook(dense_adapter(rank, info.hidden_size, info.vocab_size)?);
+    let prompt = Prompt::Tokens(short.to_vec());
+    let recorded = GenerateOptions { record: true, ..opts.clone() };
+    let (mut plain, mut adapted, mut learning) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..=runs {
+        let a = model.generate(&prompt, opts, None, &mut |_| true)?;
+        let b = model.generate(&prompt, opts, Some(&mut hook), &mut |_| true)?;
+        let c = model.generate(&prompt, &recorded, Some(&mut hook), &mut |_| true)?;
+        if run > 0 {
+            for (g, v) in [(&a, &mut plain), (&b, &mut adapted), (&c, &mut learning)] {
+                v.push(g.timings.decode_steps as f64 / g.timings.decode_s);
+            }
+        }
+    }
+    let (p, a, l) = (median(plain.clone()), median(adapted.clone()), median(learning.clone()));
+    Ok(serde_json::json!({
+        "adapter_rank": rank,
+        "adapter_rows": info.vocab_size,
+        "decode_tok_s_no_adapter": p,
+        "decode_tok_s_adapter": a,
+        "decode_tok_s_adapter_and_records": l,
+        "adapter_over_none": a / p,
+        "adapter_and_records_over_none": l / p,
+        "runs_no_adapter": plain,
+        "runs_adapter": adapted,
+        "runs_adapter_and_records": learning,
+    }))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -95,6 +155,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ttft.push(g.timings.first_token_s * 1000.0);
         decode.push(d.0 as f64 / d.1);
     }
+    let adapter = if a.adapter_rank > 0 { Some(adapter_decode(&model, &short, &opts, a.adapter_rank, a.runs)?) } else { None };
     let res = serde_json::json!({
         "model": a.model,
         "providers": model.engine().active_providers().iter().map(|p| p.name()).collect::<Vec<_>>(),
@@ -109,6 +170,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "decode_tok_s_median": median(decode.clone()),
         "decode_tok_s_runs": decode,
         "peak_rss_mib": peak_rss_mib(),
+        "adapter": adapter,
     });
     println!("{}", serde_json::to_string_pretty(&res)?);
     if let Some(p) = a.json {
