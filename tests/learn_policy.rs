@@ -269,7 +269,10 @@ fn rloo_groups_with_equal_rewards_have_no_signal() {
 #[test]
 fn a2c_trains_the_critic_and_then_uses_it() {
     let lm = TinyLm::new(V, D, 6.0, 600);
-    let mut l = Learner::new(config(Algorithm::A2c, 0.01), D, V).unwrap();
+    // Hidden states of 16 values: the value head needs a larger step than the default multiple
+    // (tuned for d = 576), here 10x the policy rate as docs/rl.md suggests.
+    let cfg = LearnerConfig { value_lr_mult: 10.0, ..config(Algorithm::A2c, 0.01) };
+    let mut l = Learner::new(cfg, D, V).unwrap();
     let mut r = rng(601);
     let (mut first, mut last, mut used) = (None, 0.0, false);
     for _ in 0..120 {

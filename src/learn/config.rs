@@ -39,7 +39,10 @@ pub struct LearnerConfig {
     /// `A`'s learning rate as a multiple of `lr` (LoRA+, Hayou et al. 2024: `A` slower than `B`).
     /// Every row of `B` reads `A h`, so noisy sign-like Adam steps on `A` scramble what `B` learned.
     pub a_lr_mult: f64,
-    /// The value head's learning rate as a multiple of `lr`.
+    /// The value head's learning rate as a multiple of `lr`. `docs/rl.md` suggests 10; the head
+    /// reads the raw final hidden state, and Adam moves `V = w.h + b` by up to `lr_v * sum_j |h_j|`
+    /// per update (about 490 * lr_v for SmolLM2-135M), so 10x left the critic oscillating by several
+    /// units around returns in [-1, 1] and it never explained variance in the demo; 0.1x does.
     pub value_lr_mult: f64,
     /// The floor that rollbacks cannot halve `lr` below.
     pub min_lr: f64,
@@ -117,7 +120,7 @@ impl Default for LearnerConfig {
             algorithm: Algorithm::Reinforce,
             lr: 5e-4,
             a_lr_mult: 1.0,
-            value_lr_mult: 10.0,
+            value_lr_mult: 0.1,
             min_lr: 1e-6,
             lr_recovery: 1.0,
             adam_beta1: 0.9,

@@ -213,7 +213,16 @@ fn run_one(rt: &std::sync::Arc<Runtime>, alg_name: &str, a: &DemoArgs) -> Result
     let mut logs: Vec<EpisodeLog> = Vec::new();
     let mut reached = None;
     let (mut upd_ms, mut upd_n, mut gen_ms) = (0.0, 0usize, 0.0);
-    println!("{:>8} {:>10} {:>10} {:>10} {:>12} {:>10}", "episode", "pref(20)", "thumbs(20)", "probe KL", "NLL drift %", "rollbacks");
+    println!(
+        "{:>8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10}",
+        "episode",
+        format!("pref({})", a.every),
+        format!("thumbs({})", a.every),
+        "probe KL",
+        "NLL drift %",
+        "rollbacks",
+        "critic %"
+    );
     for ep in 0..a.episodes {
         let q = TRAIN_PROMPTS[rng.random_range(0..TRAIN_PROMPTS.len())];
         let tg = Instant::now();
@@ -240,17 +249,22 @@ fn run_one(rt: &std::sync::Arc<Runtime>, alg_name: &str, a: &DemoArgs) -> Result
         bar.set_message(format!("pref {pref:.2}"));
         if (ep + 1) % a.every == 0 {
             let up_rate = recent.iter().filter(|l| l.thumbs_up).count() as f64 / recent.len() as f64;
+            // Updates in the window whose A2C advantages came from the critic (the moving-average
+            // baseline stands in until the critic explains variance).
+            let updates: Vec<&UpdateReport> = recent.iter().filter_map(|l| l.update.as_ref()).collect();
+            let critic = 100.0 * updates.iter().filter(|u| u.critic_used).count() as f64 / updates.len().max(1) as f64;
             let probe = s.learner_mut().probe_stats()?.unwrap_or_default();
             let drift = if probe.base_nll > 0.0 { 100.0 * (probe.nll - probe.base_nll) / probe.base_nll } else { 0.0 };
             bar.suspend(|| {
                 println!(
-                    "{:>8} {:>10.3} {:>10.2} {:>10.4} {:>12.2} {:>10}",
+                    "{:>8} {:>10.3} {:>10.2} {:>10.4} {:>12.2} {:>10} {:>10.0}",
                     ep + 1,
                     pref,
                     up_rate,
                     probe.kl,
                     drift,
-                    s.learner().counters().rolled_back
+                    s.learner().counters().rolled_back,
+                    critic
                 )
             });
         }
@@ -317,7 +331,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
         engine: EngineConfig { model_dir: a.model.clone(), threads: a.threads, max_context: 1024, ..EngineConfig::default() },
         // The demo allows 10 % probe-NLL drift (the library default is 2 %): a visible change of
         // style moves the NLL of generic probe replies by a few percent. The KL budget stays 0.1.
-        learner: LearnerConfig { lr: a.lr, max_nll_drift: a.max_nll_drift, lr_recovery: 1.1, ..LearnerConfig::default() },
+        // The simulated caller rates a reply every second or so, far faster than a person does; the
+        // rate limit (30 updates a minute) would batch updates by machine speed and make runs
+        // differ from machine to machine, so the demo switches it off.
+        learner: LearnerConfig {
+            lr: a.lr,
+            max_nll_drift: a.max_nll_drift,
+            lr_recovery: 1.1,
+            max_updates_per_minute: 0,
+            ..LearnerConfig::default()
+        },
         ..RuntimeConfig::default()
     };
     cfg.learner = apply_overrides(&cfg.learner, &a.set)?;

@@ -1,0 +1,45 @@
+//! The adaptation demo on the real model (slow tier, run by CI): `attune demo` as `make demo` runs
+//! it, with fewer episodes. The simulated caller's preference must improve on held-out prompts from
+//! the no-adaptation baseline, for REINFORCE and for A2C, with the probe KL inside the budget.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn real_model_demo_improves_the_callers_preference_within_the_kl_budget() {
+    let Some(model) = common::real_dir() else { return };
+    let out = std::env::temp_dir().join(format!("attune-demo-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let status = Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(["demo", "--episodes", "100", "--every", "20", "--algorithms", "reinforce,a2c", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("running attune demo");
+    assert!(status.success(), "attune demo failed: {status}");
+    assert!(out.join("reward_curve.png").is_file(), "no reward curve written");
+    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("demo_log.json")).unwrap()).unwrap();
+    let runs = log.as_array().expect("a list of runs");
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        let name = run["algorithm"].as_str().unwrap();
+        let (before, after) = (run["before_score"].as_f64().unwrap(), run["after_score"].as_f64().unwrap());
+        let kl = run["final_probe_kl"].as_f64().unwrap();
+        let episodes = run["episodes"].as_array().unwrap();
+        let window = |e: &[serde_json::Value]| e.iter().map(|x| x["utility"].as_f64().unwrap()).sum::<f64>() / e.len() as f64;
+        let (first, last) = (window(&episodes[..20]), window(&episodes[episodes.len() - 20..]));
+        eprintln!("{name}: held-out preference {before:.3} -> {after:.3}; training window {first:.3} -> {last:.3}; probe KL {kl:.4}; events to +0.2: {}", run["events_to_reach_baseline_plus_0_2"]);
+        // Measured on this machine (seeds 1-3, 120 episodes): +0.3 to +0.4 on held-out prompts.
+        assert!(after >= before + 0.15, "{name}: held-out preference {before} -> {after}");
+        assert!(last >= first + 0.15, "{name}: training preference {first} -> {last}");
+        assert!(kl.is_finite() && kl <= 0.1 + 1e-9, "{name}: probe KL {kl} over the 0.1 budget");
+        for e in episodes {
+            if let Some(r) = e["update"].as_object() {
+                assert!(r["grad_norm"].as_f64().unwrap().is_finite(), "{name}: non-finite gradient norm in {r:?}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
