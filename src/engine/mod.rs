@@ -206,8 +206,6 @@ impl Engine {
             let p: Vec<i64> = (seq.len..total).map(|x| x as i64).collect();
             seq.binding.bind_input(pos, &Tensor::from_array(([1usize, n], p))?)?;
         }
-        // Logits and hidden states change shape between prefill and decode: bind them unallocated each
-        // run (a bound output keeps its previous shape otherwise).
         // Without `all_rows` only the last position reaches the LM head, where the graph allows it.
         let kept = match &names.logits_to_keep {
             Some(name) => {
@@ -217,6 +215,8 @@ impl Engine {
             }
             None => n,
         };
+        // Logits and hidden states change shape between prefill and decode: bind them unallocated each
+        // run (a bound output keeps its previous shape otherwise).
         seq.binding.bind_output_to_device(&names.logits, &seq.cpu)?;
         seq.binding.bind_output_to_device(&names.hidden_states, &seq.cpu)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
