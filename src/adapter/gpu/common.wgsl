@@ -76,3 +76,18 @@ fn kl_term(la: f32, lb: f32) -> f32 {
     }
     return exp(la) * (x - 1.0) + exp(lb);
 }
+
+// log Z = log sum_v q_v exp(y_v) over the rows an adapter changes, in two forms: with `big` false
+// (every y <= 20) the sums hold q_v expm1(y_v) and log Z = log1p(sum), exact for small changes; with
+// `big` they hold q_v exp(y_v - ymax), and the unchanged base mass `rest` is added back.
+fn z_term(lq: f32, y: f32, ymax: f32, big: bool) -> f32 {
+    return select(exp(lq) * expm1_(y), exp(lq + y - ymax), big);
+}
+
+// log Z from the sum of `z_term` over the changed rows and the base mass `rest` of the others.
+fn log_z(big: bool, ymax: f32, s: f32, rest: f32) -> f32 {
+    if (big) {
+        return ymax + log(rest * exp(-ymax) + s);
+    }
+    return log1p_(s);
+}

@@ -38,11 +38,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: 
         if (lq > NO_MASS) {
             let y = e[row + i] / tk.tau;
             let q = exp(lq);
-            if (big) {
-                acc.x += exp(lq + y - ymax);
-            } else {
-                acc.x += q * expm1_(y);
-            }
+            acc.x += z_term(lq, y, ymax, big);
             acc.y += q;
             if (q > 0.0) {
                 acc.z += q * lq;
@@ -54,12 +50,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: 
     }
     let s1 = reduce_sum(lid, acc);
     let rest = max(1.0 - s1.y, 0.0);
-    var lz: f32;
-    if (big) {
-        lz = ymax + log(rest * exp(-ymax) + s1.x);
-    } else {
-        lz = log1p_(s1.x);
-    }
+    let lz = log_z(big, ymax, s1.x, rest);
     var acc2 = vec4<f32>(0.0);
     for (var i = lid; i < n; i += WG) {
         let lq = log_q(t, act[i], tk);

@@ -23,14 +23,6 @@ fn ys(v: u32, gt: u32, tau: f32) -> vec2<f32> {
     return vec2<f32>(P.scale * so, P.scale2 * sn) / tau;
 }
 
-// log Z = log sum_v q_v exp(y_v) from the sums of the second loop.
-fn log_z(big: bool, ymax: f32, s: f32, rest: f32) -> f32 {
-    if (big) {
-        return ymax + log(rest * exp(-ymax) + s);
-    }
-    return log1p_(s);
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: vec3<u32>) {
     let t = wg.x;
@@ -53,8 +45,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: 
         let lq = log_q(t, v, tk);
         if (lq > NO_MASS) {
             let y = ys(v, gt, tk.tau);
-            acc.x += select(exp(lq) * expm1_(y.x), exp(lq + y.x - mx.x), big_o);
-            acc.y += select(exp(lq) * expm1_(y.y), exp(lq + y.y - mx.y), big_n);
+            acc.x += z_term(lq, y.x, mx.x, big_o);
+            acc.y += z_term(lq, y.y, mx.y, big_n);
             acc.z += exp(lq);
         }
     }
