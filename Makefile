@@ -11,7 +11,7 @@ export ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER ?= 1
 export XDG_RUNTIME_DIR ?= /tmp/attune-xdg
 
 
-.PHONY: check-features setup check-system venv ort models build demo test test-fast test-python bench bench-peers clean
+.PHONY: check-features setup check-system venv ort models build demo test test-fast test-ignored test-python bench bench-peers clean
 
 setup: check-system venv ort models build
 
@@ -53,6 +53,14 @@ check-features:
 test-fast: setup
 	mkdir -p $$XDG_RUNTIME_DIR
 	ATTUNE_FAST_ONLY=1 $(CARGO) test --release --workspace
+
+# The two #[ignore]d tests, run by hand: the timing of one learning update (a measurement, recorded
+# in BENCHMARKS.md) and the full size cross product of the wgpu parity test (about a minute on
+# lavapipe; `make test` runs a representative subset).
+test-ignored: setup
+	mkdir -p $$XDG_RUNTIME_DIR
+	ATTUNE_THREADS=1 $(CARGO) test --release --test learn_timing -- --ignored --nocapture
+	$(CARGO) test --release --test gpu_parity -- --ignored
 
 bench: setup
 	$(CARGO) run --release --bin attune -- bench --model $(REAL_MODEL) --threads 2

@@ -25,6 +25,14 @@ pub struct LoraConfig {
     pub seed: u64,
 }
 
+/// A shared adapter is the generation loop's logits hook: it adds its change to each position's
+/// logits.
+impl crate::generate::LogitsHook for &LoraHead {
+    fn apply(&mut self, hidden: &[f32], logits: &mut [f32]) -> Result<()> {
+        self.add_delta(hidden, logits)
+    }
+}
+
 impl Default for LoraConfig {
     fn default() -> Self {
         LoraConfig { rank: 8, alpha: 32.0, top_k: 256, seed: 0 }

@@ -74,7 +74,7 @@ impl Engine {
     /// Loads ONNX Runtime (once per process), checks the model folder and creates the session.
     pub fn load(cfg: &EngineConfig) -> Result<Engine> {
         let providers = providers::parse_list(&cfg.execution_providers)?;
-        let info = ModelInfo::from_dir(&cfg.model_dir)?;
+        let mut info = ModelInfo::from_dir(&cfg.model_dir)?;
         let env = ortlib::environment(cfg.ort_library.as_deref())?;
         let mut builder = Session::builder(env)?
             .with_optimization_level(GraphOptimizationLevel::All)
@@ -90,7 +90,6 @@ impl Engine {
         let inputs: Vec<String> = session.inputs().iter().map(|o| o.name().to_string()).collect();
         let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
         info.check_signature(&inputs, &outputs)?;
-        let mut info = info;
         // An input with a default (an initializer of the same name) is listed apart from the others.
         info.names.logits_to_keep = session
             .overridable_initializers()

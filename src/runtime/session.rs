@@ -6,20 +6,10 @@ use serde::Serialize;
 
 use super::persist::{from_record, now_unix, to_record};
 use super::Runtime;
-use crate::adapter::LoraHead;
 use crate::error::{Error, Result};
-use crate::generate::{FinishReason, GenerateOptions, LogitsHook, Prompt, RecordedSampling, Timings};
+use crate::generate::{FinishReason, GenerateOptions, Prompt, RecordedSampling, Timings};
 use crate::learn::{FeedbackOutcome, Learner, Reward, UpdateReport};
 use crate::store::RollbackTarget;
-
-/// The adapter as the engine's logits hook.
-struct AdapterHook<'a>(&'a LoraHead);
-
-impl LogitsHook for AdapterHook<'_> {
-    fn apply(&mut self, hidden: &[f32], logits: &mut [f32]) -> Result<()> {
-        self.0.add_delta(hidden, logits)
-    }
-}
 
 /// A generated reply and the episode it was recorded as.
 #[derive(Debug, Clone, Serialize)]
@@ -113,7 +103,7 @@ impl UserSession {
         let opts = GenerateOptions { record: true, ..opts.clone() };
         let model = self.runtime.model();
         let g = {
-            let mut hook = AdapterHook(self.learner.adapter());
+            let mut hook = self.learner.adapter();
             model.generate(prompt, &opts, Some(&mut hook), on_text)?
         };
         let n = g.tokens.len();
@@ -124,7 +114,7 @@ impl UserSession {
     /// Generates without recording an episode (for evaluation); the adapter still applies.
     pub fn generate_unrecorded(&mut self, prompt: &Prompt, opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<crate::generate::Generation> {
         let opts = GenerateOptions { record: false, ..opts.clone() };
-        let mut hook = AdapterHook(self.learner.adapter());
+        let mut hook = self.learner.adapter();
         self.runtime.model().generate(prompt, &opts, Some(&mut hook), on_text)
     }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Result;
 use attune::engine::EngineConfig;
 use attune::adapter::{LoraConfig, LoraHead};
-use attune::generate::{FinishReason, GenerateOptions, LogitsHook, Model, Prompt, SamplingConfig};
+use attune::generate::{FinishReason, GenerateOptions, Model, Prompt, SamplingConfig};
 use rand::{Rng, SeedableRng};
 
 /// Options of `attune bench`.
@@ -45,15 +45,6 @@ pub struct BenchArgs {
     pub adapter_rank: usize,
 }
 
-/// A LoRA head adapter as the generation loop's logits hook.
-struct AdapterHook(LoraHead);
-
-impl LogitsHook for AdapterHook {
-    fn apply(&mut self, hidden: &[f32], logits: &mut [f32]) -> attune::Result<()> {
-        self.0.add_delta(hidden, logits)
-    }
-}
-
 /// An adapter of rank `rank` whose every row of `B` is non-zero (seeded values of learned size).
 fn dense_adapter(rank: usize, d: usize, vocab: usize) -> Result<LoraHead> {
     let cfg = LoraConfig { rank, ..LoraConfig::default() };
@@ -69,7 +60,8 @@ fn dense_adapter(rank: usize, d: usize, vocab: usize) -> Result<LoraHead> {
 /// variant, interleaved so that machine noise hits all of them alike.
 fn adapter_decode(model: &Model, short: &[u32], opts: &GenerateOptions, rank: usize, runs: usize) -> Result<serde_json::Value> {
     let info = model.engine().info();
-    let mut hook = AdapterHook(dense_adapter(rank, info.hidden_size, info.vocab_size)?);
+    let head = dense_adapter(rank, info.hidden_size, info.vocab_size)?;
+    let mut hook = &head;
     let prompt = Prompt::Tokens(short.to_vec());
     let recorded = GenerateOptions { record: true, ..opts.clone() };
     let (mut plain, mut adapted, mut learning) = (Vec::new(), Vec::new(), Vec::new());
