@@ -38,9 +38,10 @@ pub enum Error {
     /// A required execution provider failed to register (strict mode).
     #[error("execution provider {name}: {reason}")]
     ExecutionProvider { name: String, reason: String },
-    /// Feedback or an update named an episode that does not exist or has expired.
-    #[error("unknown or expired episode id {0}")]
-    UnknownEpisode(u64),
+    /// Feedback named an episode this user does not hold; `reason` says why (never issued,
+    /// expired, evicted, a demonstration already learned, or issued before the user was forgotten).
+    #[error("unknown episode id {id}: {reason}")]
+    UnknownEpisode { id: u64, reason: String },
     /// A reward was non-finite or otherwise unusable; it is never learned from.
     #[error("invalid reward: {0}")]
     InvalidReward(String),
@@ -95,7 +96,7 @@ impl Error {
             Error::InvalidArgument(_) => 26,
             Error::ContextOverflow { .. } => 27,
             Error::ExecutionProvider { .. } => 28,
-            Error::UnknownEpisode(_) => 29,
+            Error::UnknownEpisode { .. } => 29,
             Error::InvalidReward(_) => 30,
             Error::Learning(_) => 31,
             Error::Store(_) => 32,

@@ -59,7 +59,7 @@ fn train_on_first_token(s: &mut UserSession, prompt: &Prompt, target: u32, seed0
             ..GenerateOptions::default()
         };
         let reply = s.generate(prompt, &opts, &mut |_| true).unwrap();
-        let first = s.learner().episode(reply.episode_id).unwrap().tokens.first().map(|t| t.token);
+        let first = s.learner().episode(reply.episode_id).unwrap().reply.first().copied();
         let r = if first == Some(target) { 1.0 } else { -1.0 };
         if let FeedbackOutcome::Updated(rep) = s.feedback(reply.episode_id, &Reward::scalar(r)).unwrap() {
             assert!(rep.mean_kl.is_finite() && rep.grad_norm.is_finite(), "{rep:?}");

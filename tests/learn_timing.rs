@@ -64,7 +64,7 @@ fn update_time_at_full_size() {
     for round in 0..20 {
         let recs: Vec<TokenRecord> = (0..64).map(|_| record(&mut r)).collect();
         let t = Instant::now();
-        let id = l.record_episode(vec![1, 2, 3], recs, RecordedSampling { temperature: 0.7 }).unwrap();
+        let id = l.record_episode(vec![1, 2, 3], recs, RecordedSampling::at(0.7)).unwrap();
         let record_ms = t.elapsed().as_secs_f64() * 1e3;
         let reward = Reward::thumbs(round % 3 != 0);
         let t = Instant::now();

@@ -12,12 +12,17 @@ use crate::status::*;
 
 /// The feedback was stored; it will be learned from at the next update.
 pub const ATTUNE_FEEDBACK_QUEUED: u32 = 0;
-/// The feedback was accepted but will not be learned from (too many rewards of the same sign in
-/// a row); the episode was dropped.
+/// The feedback was accepted but will not be learned from: beyond `learner.max_same_sign_run` (off
+/// by default), or a rating under the `supervised` algorithm without `learner.imitate_rated`. The
+/// episode stays and takes later signals.
 pub const ATTUNE_FEEDBACK_IGNORED: u32 = 1;
-/// The feedback completed a batch (`learner.auto_update_after`) and an update ran; read its report
-/// with `attune_session_last_report`.
+/// The feedback completed a batch (`learner.auto_update_after`) and an update applied a step
+/// (accepted or rolled back by a safeguard); read its report with `attune_session_last_report`.
 pub const ATTUNE_FEEDBACK_UPDATED: u32 = 2;
+/// The feedback completed a batch and an update ran but applied no step (no signal, importance
+/// ratios too large, no step inside the trust region); the report says why. A rate-limited update
+/// is `ATTUNE_FEEDBACK_QUEUED` instead: the rewards wait for the next update.
+pub const ATTUNE_FEEDBACK_SKIPPED: u32 = 3;
 
 /// The update's step was applied and passed every safeguard.
 pub const ATTUNE_UPDATE_ACCEPTED: u32 = 0;
@@ -130,8 +135,9 @@ unsafe fn feedback(session: *mut attune_session, episode_id: u64, reward: impl F
             FeedbackOutcome::Queued => ATTUNE_FEEDBACK_QUEUED,
             FeedbackOutcome::Ignored(_) => ATTUNE_FEEDBACK_IGNORED,
             FeedbackOutcome::Updated(report) => {
+                let code = if matches!(report.outcome, UpdateOutcome::Skipped(_)) { ATTUNE_FEEDBACK_SKIPPED } else { ATTUNE_FEEDBACK_UPDATED };
                 st.last_report = Some(report);
-                ATTUNE_FEEDBACK_UPDATED
+                code
             }
         };
         if let Some(out) = out {
@@ -143,9 +149,17 @@ unsafe fn feedback(session: *mut attune_session, episode_id: u64, reward: impl F
 
 /// Gives episode `episode_id` an outcome reward in [-1, 1] (call resolved = 1, caller hung up
 /// angry = -1, ...). `*out_outcome` (may be NULL) receives `ATTUNE_FEEDBACK_*`.
+/// Several signals may be given for one reply (an immediate thumbs, a later call outcome and
+/// survey): a signal that arrives before the reply's pending reward was learned is added to it;
+/// one that arrives after the reply was learned from is learned on its own, through the importance
+/// ratio to the adapter that sampled the reply. Episodes stay for later signals until
+/// `learner.episode_ttl_s` (48 h by default) or until `learner.episode_capacity` newer ones exist,
+/// also across `attune_session_rollback`, `_reset`, `_import` and a restart (they are saved in the
+/// store with the user's state).
 /// Statuses: `INVALID_REWARD` (NaN, inf or outside [-1, 1]; nothing recorded), `UNKNOWN_EPISODE`
-/// (unknown, expired or evicted id), `INVALID_ARGUMENT` (the episode already has feedback), and
-/// the update's errors when this feedback triggers one.
+/// (never issued, expired, evicted, or issued before the user was forgotten; the message says
+/// which), `INVALID_ARGUMENT` (the episode is a demonstration), and the update's errors when this
+/// feedback triggers one.
 ///
 /// # Safety
 /// `session` is NULL or a live session; `out_outcome` is NULL or writable.

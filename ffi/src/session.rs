@@ -1,8 +1,9 @@
 //! `attune_session`: one user's adapter and learner. Used by one thread at a time, enforced with a
 //! `try_lock`: a concurrent call gets `ATTUNE_STATUS_BUSY` instead of waiting or racing.
 
+use std::collections::BTreeSet;
 use std::ffi::{c_char, CString};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use attune::learn::UpdateReport;
 use attune::runtime::UserSession;
@@ -29,15 +30,41 @@ pub(crate) struct SessionState {
     pub last_report: Option<UpdateReport>,
 }
 
-/// Locks `session` for one call: NULL, a closed runtime, a busy session or a session poisoned by
-/// an earlier panic fail here.
+/// The addresses of the sessions that exist. A call checks membership and takes the session's own
+/// lock while holding this one, and `attune_session_free` checks that the session is idle and
+/// removes it while holding it too, so a session can never be freed between a call's check and
+/// its use (and a freed or foreign pointer is an error instead of a use after free).
+static LIVE: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+
+fn live() -> MutexGuard<'static, BTreeSet<usize>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `session` as a reference if it is a live session.
 ///
 /// # Safety
-/// `session` is NULL or a live session.
+/// `session` is NULL or a pointer this library handed out; `live` is the held registry.
+unsafe fn checked<'a>(session: *const attune_session, live: &BTreeSet<usize>) -> Outcome<&'a attune_session> {
+    if !session.is_null() && !live.contains(&(session as usize)) {
+        return Err(Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "session is not a live session (already freed?)"));
+    }
+    // SAFETY: NULL is refused by `handle`; otherwise the registry says the session exists, and it
+    // cannot be freed while the registry is held.
+    unsafe { handle(session, "session") }
+}
+
+/// Locks `session` for one call: NULL, a freed session, a closed runtime, a busy session or a
+/// session poisoned by an earlier panic fail here.
+///
+/// # Safety
+/// `session` is NULL or a pointer from `attune_session_new`.
 pub(crate) unsafe fn lock<'a>(session: *const attune_session) -> Outcome<(&'a attune_session, MutexGuard<'a, SessionState>)> {
-    // SAFETY: forwarded from the caller.
-    let s = unsafe { handle(session, "session")? };
+    let registry = live();
+    // SAFETY: forwarded from the caller; the registry is held.
+    let s = unsafe { checked(session, &registry)? };
     s.shared.check_open()?;
+    // The session's lock is taken before the registry is released: once it is held, free sees the
+    // session busy and leaves it alone.
     match s.state.try_lock() {
         Ok(guard) => Ok((s, guard)),
         Err(TryLockError::WouldBlock) => Err(Fail::new(
@@ -69,14 +96,19 @@ pub unsafe extern "C" fn attune_session_new(runtime: *const attune_runtime, user
         let session = rt.shared.runtime.open_session(user)?;
         let user = CString::new(user).map_err(|_| Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "user_id contains NUL"))?;
         let handle = attune_session { shared: Arc::clone(&rt.shared), user, state: Mutex::new(SessionState { session, last_report: None }) };
-        out.write(Box::into_raw(Box::new(handle)));
+        let ptr = Box::into_raw(Box::new(handle));
+        live().insert(ptr as usize);
+        out.write(ptr);
         Ok(())
     })
 }
 
-/// Frees a session. Unsaved learning is lost (call `attune_session_save` first). Returns
+/// Frees a session. Unsaved adapter changes are lost (call `attune_session_save` first); pending
+/// episodes are already in the store (with a store configured), so feedback for them can still be
+/// given after the user's next `attune_session_new`, also in a new process. Returns
 /// `ATTUNE_STATUS_BUSY` and frees nothing while another call on the session is running (including
-/// from inside its own text callback); `attune_session_free(NULL)` returns `ATTUNE_STATUS_OK`.
+/// from inside its own text callback); a pointer that is not a live session (freed already) is
+/// `ATTUNE_STATUS_INVALID_ARGUMENT`; `attune_session_free(NULL)` returns `ATTUNE_STATUS_OK`.
 /// Works after the runtime was freed.
 ///
 /// # Safety
@@ -88,14 +120,17 @@ pub unsafe extern "C" fn attune_session_free(session: *mut attune_session) -> at
         if session.is_null() {
             return Ok(());
         }
-        // SAFETY: `session` is non-NULL and live (the caller's promise).
-        let s = unsafe { &*session };
-        let busy = matches!(s.state.try_lock(), Err(TryLockError::WouldBlock));
-        if busy {
+        let mut registry = live();
+        // SAFETY: `session` is non-NULL; `checked` refuses pointers that are not live sessions.
+        let s = unsafe { checked(session, &registry)? };
+        if matches!(s.state.try_lock(), Err(TryLockError::WouldBlock)) {
             return Err(Fail::new(ATTUNE_STATUS_BUSY, "the session is in use by another call; it was not freed"));
         }
-        // SAFETY: `session` came from `Box::into_raw` in `attune_session_new`, no call is using
-        // it (checked above) and it is freed once (the caller's promise).
+        // No call holds the session's lock, and none can start: they check the registry first.
+        registry.remove(&(session as usize));
+        drop(registry);
+        // SAFETY: `session` came from `Box::into_raw` in `attune_session_new`, was live until the
+        // line above and no call is using it.
         drop(unsafe { Box::from_raw(session) });
         Ok(())
     })
@@ -109,8 +144,9 @@ pub unsafe extern "C" fn attune_session_free(session: *mut attune_session) -> at
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_user_id(session: *const attune_session, out_user_id: *mut *const c_char) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promises above.
-        let (s, out) = unsafe { (handle(session, "session")?, Out::new(out_user_id, "out_user_id")?) };
+        let registry = live();
+        // SAFETY: the caller's promises above; the registry is held.
+        let (s, out) = unsafe { (checked(session, &registry)?, Out::new(out_user_id, "out_user_id")?) };
         out.write(s.user.as_ptr());
         Ok(())
     })
@@ -135,7 +171,9 @@ pub unsafe extern "C" fn attune_session_save(session: *mut attune_session, out_v
 }
 
 /// Goes back `steps_back` (>= 1) saved versions and loads that adapter; the versions in between
-/// stay in the history, so a rollback can itself be undone. Pending episodes are kept.
+/// stay in the history, so a rollback can itself be undone. Pending episodes and episode ids are
+/// kept: feedback for a reply generated before the rollback is learned through the importance ratio
+/// to the adapter that sampled it.
 /// Statuses: `INVALID_ARGUMENT` (0 steps), `STORE` (not that many versions, or no store).
 ///
 /// # Safety
@@ -151,7 +189,8 @@ pub unsafe extern "C" fn attune_session_rollback(session: *mut attune_session, s
 }
 
 /// Starts the user over with a fresh adapter. Saved versions stay recoverable with
-/// `attune_session_rollback(session, 1)`.
+/// `attune_session_rollback(session, 1)`. Pending episodes and episode ids stay: feedback for a
+/// reply generated before the reset trains the fresh adapter through the importance ratio.
 ///
 /// # Safety
 /// `session` is NULL or a live session.
@@ -167,7 +206,9 @@ pub unsafe extern "C" fn attune_session_reset(session: *mut attune_session) -> a
 }
 
 /// Deletes every saved version of this user's adapter and starts over with a fresh one
-/// (forget-me). Without a store only the in-memory adapter is reset.
+/// (forget-me), and drops the pending episodes: feedback for their ids is `UNKNOWN_EPISODE` from
+/// now on, and this session never issues those ids again. Without a store only the in-memory
+/// adapter is reset.
 ///
 /// # Safety
 /// `session` is NULL or a live session.
@@ -207,7 +248,8 @@ pub unsafe extern "C" fn attune_session_export(session: *mut attune_session, out
 
 /// Replaces this user's adapter with exported bytes (`data`, `len`). The bytes are validated
 /// before anything is written: corrupt, truncated or other-model bytes return
-/// `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`) and change nothing.
+/// `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`) and change nothing. Pending episodes stay, and the
+/// episode-id counter keeps the higher of the session's and the imported one's.
 ///
 /// # Safety
 /// `session` is NULL or a live session; `data` is NULL or readable for `len` bytes.
@@ -258,6 +300,9 @@ fn stats_json(user: &str, st: &SessionState) -> Vec<u8> {
     let v = serde_json::json!({
         "user": user,
         "pending_episodes": l.pending_episodes(),
+        "pending_episodes_bytes": l.episodes_memory_bytes(),
+        "next_episode_id": l.next_episode_id(),
+        "restored_episodes": st.session.restored_episodes(),
         "counters": l.counters(),
         "rewards": l.history(),
         "beta": l.beta(),

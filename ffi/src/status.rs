@@ -133,7 +133,7 @@ mod tests {
             (Error::InvalidArgument("x".into()), ATTUNE_STATUS_INVALID_ARGUMENT),
             (Error::ContextOverflow { prompt: 1, context: 1 }, ATTUNE_STATUS_CONTEXT_OVERFLOW),
             (Error::ExecutionProvider { name: "x".into(), reason: "y".into() }, ATTUNE_STATUS_EXECUTION_PROVIDER),
-            (Error::UnknownEpisode(1), ATTUNE_STATUS_UNKNOWN_EPISODE),
+            (Error::UnknownEpisode { id: 1, reason: "expired".into() }, ATTUNE_STATUS_UNKNOWN_EPISODE),
             (Error::InvalidReward("x".into()), ATTUNE_STATUS_INVALID_REWARD),
             (Error::Learning("x".into()), ATTUNE_STATUS_LEARNING),
             (Error::Store("x".into()), ATTUNE_STATUS_STORE),

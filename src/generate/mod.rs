@@ -165,6 +165,24 @@ impl Model {
         Ok(ids)
     }
 
+    /// The user's last chat message as language-model targets: the token ids of its context (the
+    /// conversation before it as the chat template renders it, up to where the message's text
+    /// starts) and of its text. `None` when the last message is not a non-empty user message.
+    pub fn user_text_targets(&self, msgs: &[Message]) -> Result<Option<(Vec<u32>, Vec<u32>)>> {
+        let Some(last) = msgs.last() else { return Ok(None) };
+        if last.role != "user" || last.content.trim().is_empty() {
+            return Ok(None);
+        }
+        let text = self.tokenizer.apply_chat_template(msgs, false)?;
+        let Some(pos) = text.rfind(last.content.as_str()) else { return Ok(None) };
+        let context = self.tokenizer.encode(&text[..pos])?;
+        let target = self.tokenizer.encode(&last.content)?;
+        if context.is_empty() || target.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((context, target)))
+    }
+
     /// Takes a sequence from the pool (or makes one) and resets it.
     pub fn take_sequence(&self) -> Result<Sequence> {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -199,22 +217,45 @@ impl Model {
         if let Some(&eos) = self.engine.info().eos_token_ids.first() {
             reply_ids.push(eos);
         }
-        let all: Vec<u32> = prompt_tokens.iter().chain(reply_ids.iter()).copied().collect();
-        if all.len() > self.engine.capacity() {
+        self.teacher_force_ids(prompt_tokens, &reply_ids, 1.0)
+    }
+
+    /// Teacher-forces the token ids `reply` after `prompt_tokens` in one pass and returns one record
+    /// per reply token: the hidden state of the position that predicts it and the base
+    /// log-probabilities after the repetition penalty `penalty` (applied, as in generation, for
+    /// every id of the prompt and of the reply so far). `behaviour_logprob` is 0 and `kept` `None`;
+    /// a caller rebuilding a sampled reply fills them from what it recorded.
+    pub fn teacher_force_ids(&self, prompt_tokens: &[u32], reply: &[u32], penalty: f32) -> Result<Vec<TokenRecord>> {
+        if prompt_tokens.is_empty() || reply.is_empty() {
+            return Err(Error::InvalidArgument("teacher forcing needs a prompt and at least one reply token".into()));
+        }
+        if !(penalty.is_finite() && penalty > 0.0) {
+            return Err(Error::InvalidArgument(format!("repetition penalty {penalty} is invalid")));
+        }
+        let (v, d) = (self.engine.info().vocab_size, self.engine.info().hidden_size);
+        if let Some(&bad) = reply.iter().find(|&&t| t as usize >= v) {
+            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary of {v}")));
+        }
+        // The last reply token is predicted, never fed.
+        let all: Vec<u32> = prompt_tokens.iter().chain(reply[..reply.len() - 1].iter()).copied().collect();
+        if all.len() + 1 > self.engine.capacity() {
             return Err(Error::ContextOverflow { prompt: all.len(), context: self.engine.capacity() });
         }
         let mut seq = self.take_sequence()?;
         let res = self.engine.forward(&mut seq, &all, true);
         let out = res.map(|()| {
-            let (v, d) = (self.engine.info().vocab_size, self.engine.info().hidden_size);
-            let mut buf = Vec::new();
+            let (mut buf, mut row_logits, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
             let p0 = prompt_tokens.len();
-            (0..reply_ids.len())
+            (0..reply.len())
                 .map(|j| {
                     let row = p0 + j - 1;
-                    sampler::log_softmax(&seq.logits()[row * v..(row + 1) * v], &mut buf);
+                    row_logits.clear();
+                    row_logits.extend_from_slice(&seq.logits()[row * v..(row + 1) * v]);
+                    let seen = &all[..p0 + j];
+                    sampler::apply_repetition_penalty(&mut row_logits, seen, penalty, &mut scratch);
+                    sampler::log_softmax(&row_logits, &mut buf);
                     TokenRecord {
-                        token: reply_ids[j],
+                        token: reply[j],
                         hidden: seq.hidden()[row * d..(row + 1) * d].to_vec(),
                         base_logprobs: buf.iter().map(|&x| f16::from_f32(x)).collect(),
                         behaviour_logprob: 0.0,
@@ -352,7 +393,7 @@ impl Model {
             prompt_tokens,
             tokens,
             records,
-            sampling: RecordedSampling { temperature: opts.sampling.temperature },
+            sampling: RecordedSampling { temperature: opts.sampling.temperature, repetition_penalty: opts.sampling.repetition_penalty },
             finish,
             timings,
         })

@@ -28,9 +28,19 @@ pub struct TokenRecord {
     pub kept: Option<Vec<u32>>,
 }
 
-/// The sampling distribution's shape shared by all tokens of one reply.
+/// The sampling distribution's shape shared by all tokens of one reply: what, beside the kept sets,
+/// rebuilding the records by a teacher-forced pass needs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RecordedSampling {
     /// Temperature used to sample; 0 means greedy decoding.
     pub temperature: f32,
+    /// The repetition penalty applied to the base logits (1: none).
+    pub repetition_penalty: f32,
+}
+
+impl RecordedSampling {
+    /// Sampling at `temperature` with no repetition penalty.
+    pub fn at(temperature: f32) -> RecordedSampling {
+        RecordedSampling { temperature, repetition_penalty: 1.0 }
+    }
 }

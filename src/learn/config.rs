@@ -1,5 +1,5 @@
 //! The learner's configuration: which algorithm, its hyper-parameters, and the safeguards.
-//! Defaults follow `docs/rl.md`; they are starting points to sweep, not constants.
+//! `docs/learning.md` explains each setting and why its default is what it is.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,9 @@ pub enum Algorithm {
     /// REINFORCE advantages with a trust region: the step is shrunk until the exact KL between the
     /// old and new policies on the episode's tokens is small enough, or rejected.
     Trpo,
-    /// Teacher-forced demonstrations (`c_t = 1`, `beta = 0`): every recorded episode is a target.
+    /// Learns from the user, not from its own replies: demonstrations (corrections) and, when
+    /// `user_text_weight > 0`, the user's own messages as language-model targets, teacher-forced
+    /// with `beta = 0`. Ratings teach only through `imitate_rated` (off by default).
     Supervised,
 }
 
@@ -39,7 +41,7 @@ pub struct LearnerConfig {
     /// `A`'s learning rate as a multiple of `lr` (LoRA+, Hayou et al. 2024: `A` slower than `B`).
     /// Every row of `B` reads `A h`, so noisy sign-like Adam steps on `A` scramble what `B` learned.
     pub a_lr_mult: f64,
-    /// The value head's learning rate as a multiple of `lr`. `docs/rl.md` suggests 10; the head
+    /// The value head's learning rate as a multiple of `lr`. A common suggestion is 10; the head
     /// reads the raw final hidden state, and Adam moves `V = w.h + b` by up to `lr_v * sum_j |h_j|`
     /// per update (about 490 * lr_v for SmolLM2-135M), so 10x left the critic oscillating by several
     /// units around returns in [-1, 1] and it never explained variance in the demo; 0.1x does.
@@ -47,7 +49,7 @@ pub struct LearnerConfig {
     /// The floor that rollbacks cannot halve `lr` below.
     pub min_lr: f64,
     /// After each accepted update `lr` is multiplied by this, up to the configured `lr`, so that it
-    /// recovers from rollbacks (1: it never does, as `docs/rl.md` literally says).
+    /// recovers from rollbacks (1: it never does).
     pub lr_recovery: f64,
     /// Adam's first-moment decay.
     pub adam_beta1: f64,
@@ -103,13 +105,29 @@ pub struct LearnerConfig {
     pub max_entropy_drop: f64,
     /// Model or classifier scores are z-scored and clipped to `+-score_clip`.
     pub score_clip: f64,
-    /// How many episodes wait for feedback; the oldest is evicted beyond it.
+    /// How many episodes are held for feedback (and for later signals after they were learned
+    /// from); the oldest is evicted beyond it.
     pub episode_capacity: usize,
+    /// How many of the newest waiting episodes keep their full records in memory; older ones are
+    /// compact and rebuilt by a teacher-forced pass when learned from (sessions of a runtime only).
+    pub resident_episodes: usize,
+    /// Episodes older than this many seconds are dropped; feedback for them is an unknown episode
+    /// that says "expired" (0: no limit).
+    pub episode_ttl_s: u64,
+    /// How many times a step that breaks the KL budget on the probes is halved before it is rolled
+    /// back.
+    pub kl_backtracks: u32,
+    /// Under `supervised`, a reply rated above 0 becomes a demonstration (reward-filtered imitation).
+    pub imitate_rated: bool,
+    /// Under `supervised`, the weight `c_t` of the user's own message tokens as targets (0: off).
+    pub user_text_weight: f64,
     /// Run an update after this many usable rewards (0: only when `update` is called).
     pub auto_update_after: usize,
     /// At most this many updates in any 60 s (0: no limit).
     pub max_updates_per_minute: u32,
-    /// Feedback beyond this many consecutive rewards of the same sign is ignored (0: no cap).
+    /// Feedback beyond this many consecutive rewards of the same sign is ignored (0: no cap, the
+    /// default: a user who keeps disliking what the model does is giving signal, and the KL budget,
+    /// drift guards and moving baseline already bound what a stuck stream can do).
     pub max_same_sign_run: u32,
 }
 
@@ -122,7 +140,7 @@ impl Default for LearnerConfig {
             a_lr_mult: 1.0,
             value_lr_mult: 0.1,
             min_lr: 1e-6,
-            lr_recovery: 1.0,
+            lr_recovery: 1.1,
             adam_beta1: 0.9,
             adam_beta2: 0.95,
             adam_eps: 1e-8,
@@ -149,10 +167,15 @@ impl Default for LearnerConfig {
             max_nll_drift: 0.02,
             max_entropy_drop: 0.3,
             score_clip: 5.0,
-            episode_capacity: 8,
+            episode_capacity: 64,
+            resident_episodes: 8,
+            episode_ttl_s: 48 * 3600,
+            kl_backtracks: 3,
+            imitate_rated: false,
+            user_text_weight: 0.25,
             auto_update_after: 1,
             max_updates_per_minute: 30,
-            max_same_sign_run: 8,
+            max_same_sign_run: 0,
         }
     }
 }
@@ -211,6 +234,9 @@ impl LearnerConfig {
         }
         if !(self.greedy_tau.is_finite() && self.greedy_tau > 0.0) {
             return Err(Error::Config(format!("greedy_tau must be finite and > 0, got {}", self.greedy_tau)));
+        }
+        if !(self.user_text_weight.is_finite() && self.user_text_weight >= 0.0) {
+            return Err(Error::Config(format!("user_text_weight must be finite and >= 0, got {}", self.user_text_weight)));
         }
         if self.max_response_tokens == 0 || self.episode_capacity == 0 || self.critic_window < 2 {
             return Err(Error::Config("max_response_tokens and episode_capacity must be >= 1, critic_window >= 2".into()));

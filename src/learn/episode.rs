@@ -1,5 +1,12 @@
-//! Episodes (one reply and its per-token records) and the bounded buffer where they wait for
-//! feedback.
+//! Episodes (one reply and what learning needs of it) and the bounded buffer that holds them, with
+//! the user's episode-id counter.
+//!
+//! An episode is either *resident* (its full per-token records: hidden states and base
+//! log-probabilities, about 100 KB a token for a 49 k vocabulary) or *compact* (only the token ids,
+//! the behaviour log-probabilities, the kept sets and the sampling settings, a few bytes a token).
+//! A compact episode is made resident again by one teacher-forced pass through the base model
+//! ([`RecordSource`]) when it is learned from. Only the newest waiting episodes stay resident, so
+//! the buffer can hold a whole call's replies for hours at a small cost.
 
 use std::collections::VecDeque;
 
@@ -7,13 +14,29 @@ use crate::adapter::{BaseScratch, BaseStats, LoraHead};
 use crate::error::{Error, Result};
 use crate::generate::{RecordedSampling, TokenRecord};
 
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// What an episode is learned as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EpisodeKind {
-    /// A sampled reply that waits for a reward.
+    /// A sampled reply that waits for rewards.
     Sampled,
-    /// A demonstration, teacher-forced: learned with `c_t = 1` and no KL term, without feedback.
+    /// A demonstration (a correction), teacher-forced: learned with `c_t = weight` and no KL term.
     Demonstration,
+    /// The user's own text as language-model targets (the supervised algorithm's self-supervised
+    /// part), learned like a demonstration with its own weight.
+    UserText,
+}
+
+/// Rebuilds the full records of a compact episode by a teacher-forced pass (the runtime's model).
+pub trait RecordSource: Send + Sync {
+    /// One record per token of `reply` after `prompt`, with the base log-probabilities after the
+    /// repetition penalty `sampling` used; `behaviour_logprob` and `kept` may be left empty (the
+    /// episode keeps its own).
+    fn rebuild(&self, prompt: &[u32], reply: &[u32], sampling: &RecordedSampling) -> Result<Vec<TokenRecord>>;
 }
 
 /// One reply with what learning needs.
@@ -23,23 +46,96 @@ pub struct Episode {
     pub id: u64,
     /// The prompt's token ids (episodes with the same prompt form RLOO groups).
     pub prompt: Vec<u32>,
-    /// One record per generated token.
+    /// The reply's token ids (kept in compact form too).
+    pub reply: Vec<u32>,
+    /// The behaviour log-probability of each reply token (the distribution actually sampled).
+    pub behaviour: Vec<f32>,
+    /// The kept set of each token when truncation was active.
+    pub kept: Vec<Option<Vec<u32>>>,
+    /// The full per-token records; empty while the episode is compact.
     pub tokens: Vec<TokenRecord>,
     /// How the reply was sampled.
     pub sampling: RecordedSampling,
-    /// The adapter version (accepted updates so far) the reply was sampled with.
+    /// The adapter version the reply was sampled with.
     pub created_step: u64,
-    /// Sampled or demonstration.
+    /// When the episode was recorded (Unix seconds).
+    pub created_unix: u64,
+    /// Sampled, demonstration or the user's text.
     pub kind: EpisodeKind,
+    /// The weight of a demonstration's or user text's tokens (1 for sampled replies).
+    pub weight: f32,
     pub(crate) tau: f32,
     pub(crate) base: Vec<BaseStats>,
+    /// The reward waiting to be learned (several signals before an update add up).
     pub(crate) reward: Option<f64>,
+    /// How many updates learned from this episode so far.
+    pub(crate) learned: u32,
 }
 
 impl Episode {
-    /// An episode whose records are not checked yet; see [`Episode::prepare`].
+    /// An episode from full records (not checked yet; see [`Episode::prepare`]).
     pub(crate) fn new(id: u64, prompt: Vec<u32>, tokens: Vec<TokenRecord>, sampling: RecordedSampling, created_step: u64, kind: EpisodeKind) -> Episode {
-        Episode { id, prompt, tokens, sampling, created_step, kind, tau: 0.0, base: Vec::new(), reward: None }
+        let reply = tokens.iter().map(|r| r.token).collect();
+        let behaviour = tokens.iter().map(|r| r.behaviour_logprob).collect();
+        let kept = tokens.iter().map(|r| r.kept.clone()).collect();
+        Episode {
+            id,
+            prompt,
+            reply,
+            behaviour,
+            kept,
+            tokens,
+            sampling,
+            created_step,
+            created_unix: now_unix(),
+            kind,
+            weight: 1.0,
+            tau: 0.0,
+            base: Vec::new(),
+            reward: None,
+            learned: 0,
+        }
+    }
+
+    /// A compact episode (restored from storage); [`Episode::make_resident`] rebuilds its records.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compact_from(
+        id: u64,
+        prompt: Vec<u32>,
+        reply: Vec<u32>,
+        behaviour: Vec<f32>,
+        kept: Vec<Option<Vec<u32>>>,
+        sampling: RecordedSampling,
+        kind: EpisodeKind,
+    ) -> Result<Episode> {
+        if reply.is_empty() || behaviour.len() != reply.len() || kept.len() != reply.len() {
+            return Err(Error::InvalidArgument(format!(
+                "episode {id}: {} tokens, {} behaviour log-probabilities, {} kept sets",
+                reply.len(),
+                behaviour.len(),
+                kept.len()
+            )));
+        }
+        if behaviour.iter().any(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument(format!("episode {id}: non-finite behaviour log-probability")));
+        }
+        Ok(Episode {
+            id,
+            prompt,
+            reply,
+            behaviour,
+            kept,
+            tokens: Vec::new(),
+            sampling,
+            created_step: 0,
+            created_unix: 0,
+            kind,
+            weight: 1.0,
+            tau: 0.0,
+            base: Vec::new(),
+            reward: None,
+            learned: 0,
+        })
     }
 
     /// Checks every record against the adapter's vocabulary and hidden size and computes the base
@@ -71,23 +167,70 @@ impl Episode {
         Ok(())
     }
 
+    /// Whether the full records are held.
+    pub fn is_resident(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// Drops the full records, keeping what rebuilds them.
+    pub(crate) fn compact(&mut self) {
+        self.tokens = Vec::new();
+        self.base = Vec::new();
+    }
+
+    /// Rebuilds the full records through `source` (a no-op when resident) and prepares them.
+    pub(crate) fn make_resident(&mut self, source: &dyn RecordSource, head: &LoraHead, tau: f32, scratch: &mut BaseScratch) -> Result<()> {
+        if self.is_resident() {
+            return Ok(());
+        }
+        let mut records = source.rebuild(&self.prompt, &self.reply, &self.sampling)?;
+        if records.len() != self.reply.len() || records.iter().zip(&self.reply).any(|(r, &t)| r.token != t) {
+            return Err(Error::Learning(format!("episode {}: the rebuilt records do not match its tokens", self.id)));
+        }
+        for (i, r) in records.iter_mut().enumerate() {
+            r.behaviour_logprob = self.behaviour[i];
+            r.kept = self.kept[i].clone();
+        }
+        self.tokens = records;
+        if let Err(e) = self.prepare(head, tau, scratch) {
+            self.compact();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// The temperature the episode is trained at: its sampling temperature, or the configured one
     /// for greedy replies.
     pub fn tau(&self) -> f32 {
         self.tau
     }
 
-    /// The combined reward once feedback arrived.
+    /// The reward waiting to be learned, if any.
     pub fn reward(&self) -> Option<f64> {
         self.reward
     }
 
-    /// Whether the episode can be learned from now.
-    pub fn is_ready(&self) -> bool {
-        self.kind == EpisodeKind::Demonstration || self.reward.is_some()
+    /// Sets the pending reward and learned count of a restored episode.
+    pub fn set_pending(&mut self, reward: Option<f64>, learned: u32) {
+        self.reward = reward;
+        self.learned = learned;
     }
 
-    /// Heap and inline bytes held (records, their base statistics, the prompt).
+    /// How many updates have learned from this episode.
+    pub fn times_learned(&self) -> u32 {
+        self.learned
+    }
+
+    /// Whether the episode can be learned from now: a demonstration not learned yet, or a reply
+    /// with a reward waiting.
+    pub fn is_ready(&self) -> bool {
+        match self.kind {
+            EpisodeKind::Demonstration | EpisodeKind::UserText => self.learned == 0,
+            EpisodeKind::Sampled => self.reward.is_some(),
+        }
+    }
+
+    /// Heap and inline bytes held (records, their base statistics, the compact form, the prompt).
     pub fn memory_bytes(&self) -> usize {
         let rec: usize = self
             .tokens
@@ -100,39 +243,176 @@ impl Episode {
             })
             .sum();
         let base: usize = self.base.iter().map(|b| std::mem::size_of::<BaseStats>() + b.memory_bytes()).sum();
-        std::mem::size_of::<Episode>() + rec + base + self.prompt.capacity() * 4
+        let compact = self.reply.capacity() * 4
+            + self.behaviour.capacity() * 4
+            + self.kept.iter().map(|k| std::mem::size_of::<Option<Vec<u32>>>() + k.as_ref().map_or(0, |k| k.capacity() * 4)).sum::<usize>();
+        std::mem::size_of::<Episode>() + rec + base + compact + self.prompt.capacity() * 4
     }
 }
 
-/// Episodes waiting for feedback or for the next update, oldest first; the oldest is evicted when
-/// the buffer is full, after which feedback for it is an [`Error::UnknownEpisode`].
+/// Why an id no longer names a held episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Older than the time to live (`episode_ttl_s`).
+    Expired,
+    /// Pushed out by newer episodes beyond `episode_capacity`.
+    Evicted,
+    /// A demonstration or the user's text, learned once and done.
+    Learned,
+    /// The user's data was forgotten.
+    Forgotten,
+}
+
+impl DropReason {
+    fn explain(self) -> &'static str {
+        match self {
+            DropReason::Expired => "expired: it is older than the episode time to live (learner.episode_ttl_s)",
+            DropReason::Evicted => "evicted: more episodes than learner.episode_capacity were recorded after it",
+            DropReason::Learned => "a demonstration that was already learned from; it takes no feedback",
+            DropReason::Forgotten => "issued before the user's data was forgotten",
+        }
+    }
+}
+
+/// How many dropped ids keep their reason for error messages.
+const DROPPED_MEMORY: usize = 1024;
+
+/// The user's episodes, oldest first, and the counter their ids come from.
+///
+/// Ids are unique for the life of the user: the counter only moves forward, and a restored
+/// counter never goes below the one in memory. Feedback for an id this buffer no longer holds is an
+/// [`Error::UnknownEpisode`] that says why (expired, evicted, never issued).
 #[derive(Debug, Clone)]
 pub struct EpisodeBuffer {
     capacity: usize,
+    resident: usize,
+    ttl_s: u64,
     items: VecDeque<Episode>,
+    dropped: VecDeque<(u64, DropReason)>,
+    next_id: u64,
+    rebuildable: bool,
 }
 
 impl EpisodeBuffer {
-    /// An empty buffer of at least one slot.
-    pub fn new(capacity: usize) -> EpisodeBuffer {
-        EpisodeBuffer { capacity: capacity.max(1), items: VecDeque::new() }
+    /// An empty buffer holding at most `capacity` episodes (at least one), of which the newest
+    /// `resident` waiting ones keep their full records, each for at most `ttl_s` seconds (0: no
+    /// limit).
+    pub fn new(capacity: usize, resident: usize, ttl_s: u64) -> EpisodeBuffer {
+        EpisodeBuffer { capacity: capacity.max(1), resident, ttl_s, items: VecDeque::new(), dropped: VecDeque::new(), next_id: 0, rebuildable: false }
     }
 
-    /// Adds an episode, returning the one evicted to make room, if any.
-    pub fn push(&mut self, ep: Episode) -> Option<Episode> {
-        let evicted = if self.items.len() >= self.capacity { self.items.pop_front() } else { None };
-        self.items.push_back(ep);
+    /// Changes the limits (a runtime's configuration may differ from a stored one).
+    pub fn set_limits(&mut self, capacity: usize, resident: usize, ttl_s: u64) {
+        self.capacity = capacity.max(1);
+        self.resident = resident;
+        self.ttl_s = ttl_s;
+    }
+
+    /// The id the next episode gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Moves the counter forward to at least `id` (never back).
+    pub fn advance_ids(&mut self, id: u64) {
+        self.next_id = self.next_id.max(id);
+    }
+
+    /// Takes the next id.
+    pub(crate) fn issue_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn note_dropped(&mut self, id: u64, why: DropReason) {
+        if self.dropped.len() >= DROPPED_MEMORY {
+            self.dropped.pop_front();
+        }
+        self.dropped.push_back((id, why));
+    }
+
+    /// Adds an episode (ids ascending), returning the episodes evicted to make room.
+    pub fn push(&mut self, ep: Episode) -> Vec<Episode> {
+        self.next_id = self.next_id.max(ep.id + 1);
+        let pos = self.items.iter().position(|e| e.id > ep.id).unwrap_or(self.items.len());
+        self.items.insert(pos, ep);
+        let mut evicted = Vec::new();
+        while self.items.len() > self.capacity {
+            if let Some(old) = self.items.pop_front() {
+                self.note_dropped(old.id, DropReason::Evicted);
+                evicted.push(old);
+            }
+        }
+        self.compact_old();
         evicted
+    }
+
+    /// Drops episodes older than the time to live at `now_unix`; returns how many.
+    pub fn expire(&mut self, now_unix: u64) -> usize {
+        if self.ttl_s == 0 {
+            return 0;
+        }
+        let ttl = self.ttl_s;
+        let (keep, gone): (VecDeque<Episode>, VecDeque<Episode>) =
+            self.items.drain(..).partition(|e| now_unix.saturating_sub(e.created_unix) <= ttl);
+        self.items = keep;
+        let n = gone.len();
+        for e in gone {
+            self.note_dropped(e.id, DropReason::Expired);
+        }
+        n
+    }
+
+    /// Keeps the full records of the newest `resident` live episodes (waiting for a first reward,
+    /// or ready to learn) and compacts the rest, when a record source can rebuild them.
+    fn compact_old(&mut self) {
+        if !self.rebuildable {
+            return;
+        }
+        let mut resident = 0;
+        for e in self.items.iter_mut().rev() {
+            if !e.is_resident() {
+                continue;
+            }
+            let live = e.is_ready() || (e.kind == EpisodeKind::Sampled && e.learned == 0);
+            if live && resident < self.resident {
+                resident += 1;
+            } else {
+                e.compact();
+            }
+        }
+    }
+
+    /// Allows compaction: a record source can rebuild compact episodes.
+    pub(crate) fn set_rebuildable(&mut self, yes: bool) {
+        self.rebuildable = yes;
+        self.compact_old();
+    }
+
+    /// Why `id` is not held.
+    fn unknown(&self, id: u64) -> Error {
+        let reason = if id >= self.next_id {
+            "no episode with this id was issued to this user".to_string()
+        } else if let Some((_, why)) = self.dropped.iter().rev().find(|(i, _)| *i == id) {
+            why.explain().to_string()
+        } else {
+            "it is no longer held (expired after learner.episode_ttl_s or evicted beyond learner.episode_capacity)".to_string()
+        };
+        Error::UnknownEpisode { id, reason }
     }
 
     /// The episode with `id`.
     pub fn get(&self, id: u64) -> Result<&Episode> {
-        self.items.iter().find(|e| e.id == id).ok_or(Error::UnknownEpisode(id))
+        self.items.iter().find(|e| e.id == id).ok_or_else(|| self.unknown(id))
     }
 
     /// The episode with `id`, mutably.
     pub fn get_mut(&mut self, id: u64) -> Result<&mut Episode> {
-        self.items.iter_mut().find(|e| e.id == id).ok_or(Error::UnknownEpisode(id))
+        match self.items.iter().position(|e| e.id == id) {
+            Some(i) => Ok(&mut self.items[i]),
+            None => Err(self.unknown(id)),
+        }
     }
 
     /// Removes the episode with `id`, if held.
@@ -142,8 +422,8 @@ impl EpisodeBuffer {
     }
 
     /// All episodes, oldest first.
-    pub fn into_episodes(self) -> impl Iterator<Item = Episode> {
-        self.items.into_iter()
+    pub fn iter(&self) -> impl Iterator<Item = &Episode> {
+        self.items.iter()
     }
 
     /// Removes and returns every episode that can be learned from, oldest first.
@@ -151,6 +431,37 @@ impl EpisodeBuffer {
         let (ready, waiting): (Vec<Episode>, Vec<Episode>) = self.items.drain(..).partition(Episode::is_ready);
         self.items = waiting.into();
         ready
+    }
+
+    /// Puts episodes back after an update learned from them: replies stay (compact) for later
+    /// signals; demonstrations are done.
+    pub(crate) fn return_learned(&mut self, episodes: Vec<Episode>, learned: &[bool]) {
+        for (mut e, &was_learned) in episodes.into_iter().zip(learned.iter().chain(std::iter::repeat(&false))) {
+            if was_learned {
+                e.learned += 1;
+                e.reward = None;
+            }
+            if e.kind != EpisodeKind::Sampled && e.learned > 0 {
+                self.note_dropped(e.id, DropReason::Learned);
+                continue;
+            }
+            let pos = self.items.iter().position(|x| x.id > e.id).unwrap_or(self.items.len());
+            self.items.insert(pos, e);
+        }
+        while self.items.len() > self.capacity {
+            if let Some(old) = self.items.pop_front() {
+                self.note_dropped(old.id, DropReason::Evicted);
+            }
+        }
+        self.compact_old();
+    }
+
+    /// Drops every episode, remembering that their ids belong to a forgotten user.
+    pub fn forget_all(&mut self) {
+        let ids: Vec<u64> = self.items.drain(..).map(|e| e.id).collect();
+        for id in ids {
+            self.note_dropped(id, DropReason::Forgotten);
+        }
     }
 
     /// How many episodes can be learned from now.
@@ -171,10 +482,5 @@ impl EpisodeBuffer {
     /// Bytes held by all episodes.
     pub fn memory_bytes(&self) -> usize {
         self.items.iter().map(Episode::memory_bytes).sum()
-    }
-
-    /// Drops every episode.
-    pub fn clear(&mut self) {
-        self.items.clear();
     }
 }

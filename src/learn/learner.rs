@@ -1,17 +1,64 @@
 //! The [`Learner`]: episodes in, feedback in, updates out, state for the store.
+//!
+//! Its state has owners: [`Policy`] (the adapter, its optimiser and the learning rate),
+//! [`RewardStats`] (baseline, score statistics, reward history, critic pairs), [`Guards`] (probes,
+//! rate limit, same-sign run), the KL coefficient `beta`, and the [`EpisodeBuffer`] with the user's
+//! episode-id counter. An update (`update.rs`) reads as a short sequence of steps over them.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::config::{Algorithm, LearnerConfig};
-use super::episode::{Episode, EpisodeBuffer, EpisodeKind};
+use super::episode::{Episode, EpisodeBuffer, EpisodeKind, RecordSource};
 use super::guard::{Probes, RateLimiter, SignRun};
-use super::report::{FeedbackOutcome, ProbeStats, SkipReason};
+use super::report::{FeedbackOutcome, ProbeStats, SkipReason, UpdateOutcome};
 use super::reward::{combine, Reward, RunningStats, ScoreStats};
 use super::state::{Counters, LearnerState, RewardHistory, STATE_VERSION};
 use crate::adapter::{AdamParams, AdamState, AdapterMath, BaseScratch, CpuMath, HeadGrad, LoraHead, TokenEval};
 use crate::error::{Error, Result};
 use crate::generate::{RecordedSampling, TokenRecord};
+
+/// The adapter, its optimiser, the math that runs them and the current learning rate.
+pub(crate) struct Policy {
+    pub head: LoraHead,
+    pub adam: AdamState,
+    pub math: Box<dyn AdapterMath + Send>,
+    pub grad: HeadGrad,
+    pub scratch: BaseScratch,
+    pub evals: Vec<TokenEval>,
+    pub lr: f64,
+}
+
+impl Policy {
+    fn new(head: LoraHead, lr: f64) -> Policy {
+        let adam = AdamState::new(&head);
+        Policy { grad: HeadGrad::new(head.rank(), head.hidden_size()), adam, head, math: Box::new(CpuMath::new()), scratch: BaseScratch::default(), evals: Vec::new(), lr }
+    }
+
+    /// Adam's hyper-parameters at the current learning rate.
+    pub fn adam_params(&self, c: &LearnerConfig) -> AdamParams {
+        AdamParams { lr: self.lr, a_lr: self.lr * c.a_lr_mult, value_lr: self.lr * c.value_lr_mult, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_eps }
+    }
+}
+
+/// What the rewards seen so far say: the baseline and its spread, per-source score statistics, the
+/// reward summary, and recent critic predictions with their returns.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RewardStats {
+    pub baseline: RunningStats,
+    pub scores: ScoreStats,
+    pub history: RewardHistory,
+    pub critic: VecDeque<(f32, f32)>,
+}
+
+/// The safeguards' own state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Guards {
+    pub probes: Option<Probes>,
+    pub rate: RateLimiter,
+    pub sign_run: SignRun,
+}
 
 /// Learns a head adapter from rewards on recorded replies.
 ///
@@ -21,36 +68,25 @@ use crate::generate::{RecordedSampling, TokenRecord};
 /// [`LoraHead::add_delta`] on each position's logits.
 pub struct Learner {
     pub(crate) config: LearnerConfig,
-    pub(crate) head: LoraHead,
-    pub(crate) adam: AdamState,
-    pub(crate) math: Box<dyn AdapterMath + Send>,
-    pub(crate) buffer: EpisodeBuffer,
-    pub(crate) probes: Option<Probes>,
-    pub(crate) baseline: RunningStats,
-    pub(crate) scores: ScoreStats,
+    pub(crate) policy: Policy,
+    pub(crate) stats: RewardStats,
+    pub(crate) guards: Guards,
     pub(crate) beta: f64,
-    pub(crate) lr: f64,
+    pub(crate) episodes: EpisodeBuffer,
     pub(crate) counters: Counters,
-    pub(crate) history: RewardHistory,
-    pub(crate) critic: VecDeque<(f32, f32)>,
-    pub(crate) sign_run: SignRun,
-    pub(crate) rate: RateLimiter,
-    pub(crate) scratch: BaseScratch,
-    pub(crate) grad: HeadGrad,
-    pub(crate) evals: Vec<TokenEval>,
-    pub(crate) ready_rewards: usize,
+    pub(crate) source: Option<Arc<dyn RecordSource>>,
 }
 
 impl std::fmt::Debug for Learner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Learner")
             .field("algorithm", &self.config.algorithm)
-            .field("rank", &self.head.rank())
-            .field("hidden_size", &self.head.hidden_size())
-            .field("vocab_size", &self.head.vocab_size())
-            .field("pending", &self.buffer.len())
+            .field("rank", &self.policy.head.rank())
+            .field("hidden_size", &self.policy.head.hidden_size())
+            .field("vocab_size", &self.policy.head.vocab_size())
+            .field("pending", &self.episodes.len())
             .field("beta", &self.beta)
-            .field("lr", &self.lr)
+            .field("lr", &self.policy.lr)
             .field("counters", &self.counters)
             .finish()
     }
@@ -61,34 +97,29 @@ impl Learner {
     pub fn new(config: LearnerConfig, hidden_size: usize, vocab_size: usize) -> Result<Learner> {
         config.validate()?;
         let head = LoraHead::new(&config.adapter, hidden_size, vocab_size)?;
-        let adam = AdamState::new(&head);
         Ok(Learner {
-            buffer: EpisodeBuffer::new(config.episode_capacity),
-            grad: HeadGrad::new(head.rank(), hidden_size),
+            episodes: EpisodeBuffer::new(config.episode_capacity, config.resident_episodes, config.episode_ttl_s),
+            policy: Policy::new(head, config.lr),
             beta: config.beta,
-            lr: config.lr,
             config,
-            head,
-            adam,
-            math: Box::new(CpuMath::new()),
-            probes: None,
-            baseline: RunningStats::default(),
-            scores: ScoreStats::default(),
+            stats: RewardStats::default(),
+            guards: Guards::default(),
             counters: Counters::default(),
-            history: RewardHistory::default(),
-            critic: VecDeque::new(),
-            sign_run: SignRun::default(),
-            rate: RateLimiter::default(),
-            scratch: BaseScratch::default(),
-            evals: Vec::new(),
-            ready_rewards: 0,
+            source: None,
         })
     }
 
     /// Replaces the math implementation (for instance a GPU one).
     pub fn with_math(mut self, math: Box<dyn AdapterMath + Send>) -> Learner {
-        self.math = math;
+        self.policy.math = math;
         self
+    }
+
+    /// Lets the learner keep episodes compact and rebuild their records through `source` (the
+    /// runtime's model) when they are learned from.
+    pub fn set_record_source(&mut self, source: Arc<dyn RecordSource>) {
+        self.source = Some(source);
+        self.episodes.set_rebuildable(true);
     }
 
     /// The configuration.
@@ -98,7 +129,7 @@ impl Learner {
 
     /// The adapter generation should use.
     pub fn adapter(&self) -> &LoraHead {
-        &self.head
+        &self.policy.head
     }
 
     /// The current KL coefficient.
@@ -108,32 +139,53 @@ impl Learner {
 
     /// The current learning rate.
     pub fn lr(&self) -> f64 {
-        self.lr
+        self.policy.lr
     }
 
     /// Counters of what happened so far.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    pub fn counters(&self) -> Counters {
+        Counters { next_id: self.episodes.next_id(), ..self.counters }
     }
 
     /// The reward summary.
     pub fn history(&self) -> &RewardHistory {
-        &self.history
+        &self.stats.history
     }
 
-    /// Episodes held (waiting for feedback or for the next update).
+    /// Episodes held (waiting for feedback, for the next update, or for later signals).
     pub fn pending_episodes(&self) -> usize {
-        self.buffer.len()
+        self.episodes.len()
     }
 
-    /// Bytes held by pending episodes.
+    /// Bytes held by the episodes.
     pub fn episodes_memory_bytes(&self) -> usize {
-        self.buffer.memory_bytes()
+        self.episodes.memory_bytes()
     }
 
-    /// A pending episode.
+    /// A held episode.
     pub fn episode(&self, id: u64) -> Result<&Episode> {
-        self.buffer.get(id)
+        self.episodes.get(id)
+    }
+
+    /// Every held episode, oldest first.
+    pub fn episodes(&self) -> impl Iterator<Item = &Episode> {
+        self.episodes.iter()
+    }
+
+    /// The id the next episode will get.
+    pub fn next_episode_id(&self) -> u64 {
+        self.episodes.next_id()
+    }
+
+    /// Moves the episode-id counter forward to at least `id` (a restored or reserved counter).
+    pub fn advance_episode_ids(&mut self, id: u64) {
+        self.episodes.advance_ids(id);
+    }
+
+    /// Moves the adapter version above `version` (a restored session's high-water mark): episodes
+    /// sampled at or below it count as sampled by another adapter.
+    pub fn advance_version(&mut self, version: u64) {
+        self.counters.version = self.counters.version.max(version.saturating_add(1));
     }
 
     /// Sets the probe tokens every update is measured on (replies of the base model to held-out
@@ -141,163 +193,236 @@ impl Learner {
     /// Without probes, updates are checked against the KL budget on their own tokens only.
     pub fn set_probes(&mut self, records: Vec<TokenRecord>, temperature: f32) -> Result<()> {
         let tau = self.train_tau(temperature)?;
-        self.probes = Some(Probes::new(records, tau, &self.head)?);
+        self.guards.probes = Some(Probes::new(records, tau, &self.policy.head)?);
         Ok(())
     }
 
     /// Forgets the probes.
     pub fn clear_probes(&mut self) {
-        self.probes = None;
+        self.guards.probes = None;
     }
 
     /// The current adapter measured on the probes, if any are set.
     pub fn probe_stats(&mut self) -> Result<Option<ProbeStats>> {
-        match &self.probes {
+        let p = &mut self.policy;
+        match &self.guards.probes {
             None => Ok(None),
-            Some(p) => Ok(Some(p.measure(self.math.as_mut(), &self.head, &mut self.evals)?)),
+            Some(probes) => Ok(Some(probes.measure(p.math.as_mut(), &p.head, &mut p.evals)?)),
         }
     }
 
-    /// Stores a sampled reply until its feedback comes and returns its id. Under
-    /// [`Algorithm::Supervised`] the reply is a demonstration instead.
+    /// Stores a sampled reply until its feedback comes and returns its id.
     pub fn record_episode(&mut self, prompt: Vec<u32>, tokens: Vec<TokenRecord>, sampling: RecordedSampling) -> Result<u64> {
-        let kind = if self.config.algorithm == Algorithm::Supervised { EpisodeKind::Demonstration } else { EpisodeKind::Sampled };
-        self.record(prompt, tokens, sampling, kind)
+        self.record(prompt, tokens, sampling, EpisodeKind::Sampled, 1.0)
     }
 
     /// Stores a demonstration (the reply the user wanted, teacher-forced through the model, with
     /// its records) to be learned with `c_t = 1` and `beta = 0` at the next update.
     pub fn record_demonstration(&mut self, prompt: Vec<u32>, tokens: Vec<TokenRecord>, sampling: RecordedSampling) -> Result<u64> {
-        self.record(prompt, tokens, sampling, EpisodeKind::Demonstration)
+        self.record(prompt, tokens, sampling, EpisodeKind::Demonstration, 1.0)
     }
 
-    fn record(&mut self, prompt: Vec<u32>, tokens: Vec<TokenRecord>, sampling: RecordedSampling, kind: EpisodeKind) -> Result<u64> {
+    /// Stores the user's own text (teacher-forced records of their message after its context) as
+    /// language-model targets with `c_t = user_text_weight`, learned at the next update.
+    pub fn record_user_text(&mut self, prompt: Vec<u32>, tokens: Vec<TokenRecord>) -> Result<u64> {
+        let w = self.config.user_text_weight as f32;
+        self.record(prompt, tokens, RecordedSampling::at(1.0), EpisodeKind::UserText, w)
+    }
+
+    fn record(&mut self, prompt: Vec<u32>, tokens: Vec<TokenRecord>, sampling: RecordedSampling, kind: EpisodeKind, weight: f32) -> Result<u64> {
         let tau = self.train_tau(sampling.temperature)?;
-        let id = self.counters.next_id;
+        let id = self.episodes.next_id();
         let mut ep = Episode::new(id, prompt, tokens, sampling, self.counters.version, kind);
-        ep.prepare(&self.head, tau, &mut self.scratch)?;
-        self.counters.next_id += 1;
+        ep.weight = weight;
+        ep.prepare(&self.policy.head, tau, &mut self.policy.scratch)?;
+        self.episodes.issue_id();
         self.counters.episodes += 1;
-        if let Some(old) = self.buffer.push(ep) {
-            self.counters.evicted += 1;
-            if old.kind == EpisodeKind::Sampled && old.reward.is_some() {
-                self.ready_rewards = self.ready_rewards.saturating_sub(1);
-            }
-            log::debug!("episode {} evicted before it was learned from", old.id);
-        }
+        self.episodes.expire(ep.created_unix);
+        self.push_episode(ep);
         Ok(id)
     }
 
-    fn train_tau(&self, temperature: f32) -> Result<f32> {
+    fn push_episode(&mut self, ep: Episode) {
+        for old in self.episodes.push(ep) {
+            if old.learned == 0 {
+                self.counters.evicted += 1;
+                log::debug!("episode {} evicted before it was learned from", old.id);
+            }
+        }
+    }
+
+    /// Puts back an episode restored from storage (compact; rebuilt when learned from). Its id
+    /// must be below the counter, which the restored counter guarantees.
+    pub fn restore_episode(&mut self, ep: Episode) -> Result<()> {
+        if ep.id >= self.episodes.next_id() {
+            return Err(Error::InvalidArgument(format!("restored episode {} is not below the id counter {}", ep.id, self.episodes.next_id())));
+        }
+        if self.episodes.get(ep.id).is_ok() {
+            return Ok(());
+        }
+        self.push_episode(ep);
+        Ok(())
+    }
+
+    /// Drops episodes older than the time to live; returns how many.
+    pub fn expire_episodes(&mut self, now_unix: u64) -> usize {
+        self.episodes.expire(now_unix)
+    }
+
+    pub(crate) fn train_tau(&self, temperature: f32) -> Result<f32> {
         if !(temperature.is_finite() && temperature >= 0.0) {
             return Err(Error::InvalidArgument(format!("temperature {temperature} is invalid")));
         }
         Ok(if temperature > 0.0 { temperature } else { self.config.greedy_tau })
     }
 
-    /// Gives the feedback of episode `id`. Unknown or evicted ids are [`Error::UnknownEpisode`];
-    /// unusable rewards [`Error::InvalidReward`] (nothing is recorded then); a second feedback for
-    /// the same episode, or one for a demonstration, is [`Error::InvalidArgument`].
+    /// Gives feedback for episode `id`. Unknown, expired or evicted ids are
+    /// [`Error::UnknownEpisode`] with the reason; unusable rewards [`Error::InvalidReward`]
+    /// (nothing is recorded then); feedback for a demonstration is [`Error::InvalidArgument`].
+    ///
+    /// Several signals for one reply are all learned: one that arrives before the reply's pending
+    /// reward was learned is added to it; one that arrives after is learned on its own, as a
+    /// sample of the adapter that produced the reply (through the importance ratio).
     pub fn give_feedback(&mut self, id: u64, reward: &Reward) -> Result<FeedbackOutcome> {
         self.give_feedback_at(id, reward, Instant::now())
     }
 
     /// [`Learner::give_feedback`] with an explicit clock (for tests and replays).
     pub fn give_feedback_at(&mut self, id: u64, reward: &Reward, now: Instant) -> Result<FeedbackOutcome> {
-        let ep = self.buffer.get(id)?;
-        if ep.kind == EpisodeKind::Demonstration {
+        let ep = self.episodes.get(id)?;
+        if ep.kind != EpisodeKind::Sampled {
             return Err(Error::InvalidArgument(format!("episode {id} is a demonstration; it takes no feedback")));
         }
-        if ep.reward.is_some() {
-            return Err(Error::InvalidArgument(format!("episode {id} already has feedback")));
-        }
         let c = &self.config;
-        let r = combine(reward, &mut self.scores, c.baseline_rate, c.sigma_floor, c.score_clip)?;
-        self.history.push(r);
+        let r = combine(reward, &mut self.stats.scores, c.baseline_rate, c.sigma_floor, c.score_clip)?;
+        self.stats.history.push(r);
         self.counters.feedback += 1;
-        if !self.sign_run.push(r, self.config.max_same_sign_run) {
-            self.buffer.remove(id);
+        if self.config.algorithm == Algorithm::Supervised {
+            return Ok(self.supervised_feedback(id, r));
+        }
+        if !self.guards.sign_run.push(r, self.config.max_same_sign_run) {
             self.counters.ignored_feedback += 1;
-            log::info!("feedback for episode {id} ignored: {} same-sign rewards in a row", self.sign_run.len);
+            log::info!("feedback for episode {id} ignored: {} same-sign rewards in a row", self.guards.sign_run.len);
             return Ok(FeedbackOutcome::Ignored(SkipReason::SameSignRun));
         }
-        self.buffer.get_mut(id)?.reward = Some(r);
-        self.ready_rewards += 1;
-        if self.config.auto_update_after > 0 && self.ready_rewards >= self.config.auto_update_after {
-            return Ok(FeedbackOutcome::Updated(self.update_at(now)?));
+        let ep = self.episodes.get_mut(id)?;
+        ep.reward = Some(ep.reward.unwrap_or(0.0) + r);
+        self.maybe_update(now)
+    }
+
+    /// Under the supervised algorithm a rating teaches only through imitation: a well-rated reply
+    /// becomes a demonstration when `imitate_rated` is on; otherwise it is counted and ignored.
+    fn supervised_feedback(&mut self, id: u64, r: f64) -> FeedbackOutcome {
+        if self.config.imitate_rated && r > 0.0 {
+            if let Ok(ep) = self.episodes.get_mut(id) {
+                ep.kind = EpisodeKind::Demonstration;
+                ep.learned = 0;
+                return self.maybe_update(Instant::now()).unwrap_or_else(|e| {
+                    log::warn!("update after imitation feedback failed: {e}");
+                    FeedbackOutcome::Queued
+                });
+            }
         }
-        Ok(FeedbackOutcome::Queued)
+        self.counters.ignored_feedback += 1;
+        FeedbackOutcome::Ignored(SkipReason::Supervised)
+    }
+
+    fn maybe_update(&mut self, now: Instant) -> Result<FeedbackOutcome> {
+        let due = self.config.auto_update_after > 0 && self.episodes.ready_count() >= self.config.auto_update_after;
+        if !due {
+            return Ok(FeedbackOutcome::Queued);
+        }
+        let rep = self.update_at(now)?;
+        Ok(match rep.outcome {
+            UpdateOutcome::Skipped(SkipReason::RateLimited) => FeedbackOutcome::Queued,
+            _ => FeedbackOutcome::Updated(rep),
+        })
     }
 
     /// Adam's hyper-parameters at the current learning rate.
     pub(crate) fn adam_params(&self) -> AdamParams {
-        let c = &self.config;
-        AdamParams { lr: self.lr, a_lr: self.lr * c.a_lr_mult, value_lr: self.lr * c.value_lr_mult, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_eps }
+        self.policy.adam_params(&self.config)
     }
 
-    /// The learner's state as plain data (pending episodes and probes are not included).
+    /// The learner's state as plain data (episodes and probes are not included; the episode-id
+    /// counter is).
     pub fn snapshot(&self) -> LearnerState {
         LearnerState {
             version: STATE_VERSION,
             config: self.config.clone(),
-            head: self.head.to_parts(),
-            adam: self.adam.to_parts(),
-            baseline: self.baseline,
-            scores: self.scores.clone(),
+            head: self.policy.head.to_parts(),
+            adam: self.policy.adam.to_parts(),
+            baseline: self.stats.baseline,
+            scores: self.stats.scores.clone(),
             beta: self.beta,
-            lr: self.lr,
-            counters: self.counters,
-            history: self.history.clone(),
-            critic: self.critic.iter().copied().collect(),
-            sign_run: self.sign_run,
+            lr: self.policy.lr,
+            counters: self.counters(),
+            history: self.stats.history.clone(),
+            critic: self.stats.critic.iter().copied().collect(),
+            sign_run: self.guards.sign_run,
         }
     }
 
-    /// Replaces the state with `state` (same hidden size and vocabulary). Pending episodes stay;
-    /// they count as sampled by another adapter from now on.
+    /// Replaces the adapter and its statistics with `state` (same hidden size and vocabulary).
+    /// Held episodes and the episode-id counter stay (the counter never moves back); the adapter
+    /// version moves forward, so the held episodes count as sampled by another adapter and are
+    /// learned through the importance ratio.
     pub fn restore(&mut self, state: LearnerState) -> Result<()> {
         if state.version != STATE_VERSION {
             return Err(Error::InvalidArgument(format!("learner state version {} (this build reads {STATE_VERSION})", state.version)));
         }
-        if state.head.hidden_size as usize != self.head.hidden_size() || state.head.vocab_size as usize != self.head.vocab_size() {
+        let head = &self.policy.head;
+        if state.head.hidden_size as usize != head.hidden_size() || state.head.vocab_size as usize != head.vocab_size() {
             return Err(Error::InvalidArgument(format!(
                 "learner state for d = {}, V = {} does not fit d = {}, V = {}",
                 state.head.hidden_size,
                 state.head.vocab_size,
-                self.head.hidden_size(),
-                self.head.vocab_size()
+                head.hidden_size(),
+                head.vocab_size()
             )));
         }
         state.config.validate()?;
         let head = LoraHead::from_parts(&state.config.adapter, &state.head)?;
         let adam = AdamState::from_parts(&head, &state.adam)?;
-        for (name, x) in [("beta", state.beta), ("lr", state.lr)] {
-            if !(x.is_finite() && x >= 0.0) {
-                return Err(Error::InvalidArgument(format!("learner state has {name} = {x}")));
-            }
+        if !(state.beta.is_finite() && state.beta >= 0.0) || !(state.lr.is_finite() && state.lr > 0.0) {
+            return Err(Error::InvalidArgument(format!("learner state has beta = {}, lr = {}", state.beta, state.lr)));
         }
-        let (next_id, version) = (self.counters.next_id.max(state.counters.next_id), self.counters.version.max(state.counters.version) + 1);
-        self.grad = HeadGrad::new(head.rank(), head.hidden_size());
-        self.buffer = {
-            let mut b = EpisodeBuffer::new(state.config.episode_capacity);
-            for ep in std::mem::replace(&mut self.buffer, EpisodeBuffer::new(1)).into_episodes() {
-                b.push(ep);
-            }
-            b
-        };
+        let version = self.counters.version.max(state.counters.version) + 1;
+        let next_id = self.episodes.next_id().max(state.counters.next_id);
+        self.episodes.set_limits(state.config.episode_capacity, state.config.resident_episodes, state.config.episode_ttl_s);
+        self.episodes.advance_ids(next_id);
+        self.policy.grad = HeadGrad::new(head.rank(), head.hidden_size());
+        self.policy.head = head;
+        self.policy.adam = adam;
+        self.policy.lr = state.lr;
         self.config = state.config;
-        self.head = head;
-        self.adam = adam;
-        self.baseline = state.baseline;
-        self.scores = state.scores;
+        self.stats = RewardStats { baseline: state.baseline, scores: state.scores, history: state.history, critic: state.critic.into_iter().collect() };
         self.beta = state.beta;
-        self.lr = state.lr;
         self.counters = Counters { next_id, version, ..state.counters };
-        self.history = state.history;
-        self.critic = state.critic.into_iter().collect();
-        self.sign_run = state.sign_run;
-        self.ready_rewards = self.buffer.ready_count();
+        self.guards.sign_run = state.sign_run;
         Ok(())
+    }
+
+    /// Takes over `old`'s held episodes, its episode-id counter and its adapter version (moved
+    /// forward): a reset or a rollback to a fresh adapter changes the adapter, never the ids.
+    pub fn adopt_episodes(&mut self, old: &mut Learner) {
+        let next_id = old.episodes.next_id().max(self.episodes.next_id());
+        let mut buffer = std::mem::replace(&mut old.episodes, EpisodeBuffer::new(1, 0, 0));
+        let c = &self.config;
+        buffer.set_limits(c.episode_capacity, c.resident_episodes, c.episode_ttl_s);
+        buffer.advance_ids(next_id);
+        self.episodes = buffer;
+        self.counters.version = self.counters.version.max(old.counters.version) + 1;
+        if self.source.is_none() {
+            self.source = old.source.clone();
+        }
+        self.episodes.set_rebuildable(self.source.is_some());
+    }
+
+    /// Drops every held episode (forget-me); the counter stays, so their ids are never reissued in
+    /// this process.
+    pub fn forget_episodes(&mut self) {
+        self.episodes.forget_all();
     }
 
     /// A learner rebuilt from a stored state.

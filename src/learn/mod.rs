@@ -1,5 +1,5 @@
 //! Learning from rewards: episodes, rewards, the algorithms that turn them into token weights, the
-//! optimiser step and the safeguards around it (see `docs/rl.md`).
+//! optimiser step and the safeguards around it (see `docs/learning.md`).
 //!
 //! Code map: [`episode`] holds replies until feedback arrives; [`reward`] turns feedback into one
 //! scalar; [`advantage`] has each algorithm's weights as pure functions; [`guard`] the probes,
@@ -18,7 +18,7 @@
 //! let mut learner = Learner::new(LearnerConfig::default(), 4, 8)?;
 //! let logprobs: Vec<f16> = (0..8).map(|v| f16::from_f32(-(8f32).ln() - 0.1 * (v as f32 - 3.5))).collect();
 //! let record = TokenRecord { token: 2, hidden: vec![0.5, -1.0, 0.25, 2.0], base_logprobs: logprobs, behaviour_logprob: -2.0, kept: None };
-//! let id = learner.record_episode(vec![1, 2, 3], vec![record], RecordedSampling { temperature: 0.7 })?;
+//! let id = learner.record_episode(vec![1, 2, 3], vec![record], RecordedSampling::at(0.7))?;
 //! // With the default `auto_update_after = 1`, the feedback runs an update at once.
 //! if let FeedbackOutcome::Updated(report) = learner.give_feedback(id, &Reward::thumbs(true))? {
 //!     assert!(report.accepted());
@@ -40,7 +40,7 @@ pub mod state;
 mod update;
 
 pub use config::{Algorithm, LearnerConfig};
-pub use episode::{Episode, EpisodeBuffer, EpisodeKind};
+pub use episode::{DropReason, Episode, EpisodeBuffer, EpisodeKind, RecordSource};
 pub use guard::Probes;
 pub use learner::Learner;
 pub use report::{FeedbackOutcome, LossTerms, ProbeStats, RollbackReason, SkipReason, UpdateOutcome, UpdateReport};

@@ -32,6 +32,9 @@ pub enum SkipReason {
     NoSignal,
     /// Feedback beyond the cap on runs of same-sign rewards.
     SameSignRun,
+    /// A rating under the supervised algorithm, which learns from demonstrations and the user's
+    /// text (and from well-rated replies only with `imitate_rated`).
+    Supervised,
 }
 
 /// The result of an update.
@@ -83,6 +86,15 @@ pub struct UpdateReport {
     pub outcome: UpdateOutcome,
     /// Episodes that contributed to the step.
     pub episodes: usize,
+    /// Their ids, ascending.
+    pub episode_ids: Vec<u64>,
+    /// Of them, episodes sampled by an earlier adapter (before an update, rollback, reset or
+    /// restart), learned through the importance ratio.
+    pub stale_episodes: usize,
+    /// Episodes whose records were rebuilt by a teacher-forced pass (compact or restored ones).
+    pub rebuilt_episodes: usize,
+    /// Episodes dropped because their records could not be rebuilt.
+    pub failed_episodes: usize,
     /// Episodes dropped before the step (importance ratio too large).
     pub skipped_episodes: usize,
     /// Tokens in the step.
@@ -95,7 +107,8 @@ pub struct UpdateReport {
     pub probe: Option<ProbeStats>,
     /// Mean `KL(p_old || p_new)` per token of the applied step (measured by TRPO only).
     pub step_kl: Option<f64>,
-    /// TRPO's step shrinks.
+    /// Step halvings: TRPO's shrinks into its trust region, or those that brought a step back
+    /// inside the KL budget on the probes.
     pub backtracks: u32,
     /// The policy gradient's norm before clipping.
     pub grad_norm: f64,
@@ -123,6 +136,10 @@ impl UpdateReport {
             algorithm,
             outcome,
             episodes: 0,
+            episode_ids: Vec::new(),
+            stale_episodes: 0,
+            rebuilt_episodes: 0,
+            failed_episodes: 0,
             skipped_episodes: 0,
             tokens: 0,
             loss: LossTerms::default(),

@@ -13,6 +13,16 @@ use super::report::{RollbackReason, SkipReason, UpdateOutcome, UpdateReport};
 use crate::adapter::{GradEpisode, LoraHead};
 use crate::error::{Error, Result};
 
+/// How much `beta` rises when a step breaks the KL budget on the probes.
+const KL_BUDGET_BETA_MULT: f64 = 1.5;
+/// The budget raises `beta` to at most this multiple of the configured `beta`.
+const MAX_BETA_MULT: f64 = 20.0;
+/// Once the probe KL is below this fraction of the budget again, a raised `beta` decays back
+/// toward the configured value by [`BETA_DECAY`] per accepted update.
+const BETA_RELAX_BELOW: f64 = 0.5;
+/// The decay factor of a raised `beta`.
+const BETA_DECAY: f64 = 0.8;
+
 /// What becomes of an applied step.
 enum Verdict {
     Accept,
@@ -39,22 +49,59 @@ impl Learner {
     /// [`Learner::update`] with an explicit clock (for tests and replays).
     pub fn update_at(&mut self, now: Instant) -> Result<UpdateReport> {
         let start = Instant::now();
-        if self.buffer.ready_count() == 0 {
+        self.episodes.expire(super::episode::now_unix());
+        if self.episodes.ready_count() == 0 {
             return Err(Error::Learning("no episode is ready: give feedback or record a demonstration first".into()));
         }
         self.counters.updates += 1;
-        if !self.rate.allows(now, self.config.max_updates_per_minute) {
-            return Ok(self.skip(UpdateReport::new(self.config.algorithm, UpdateOutcome::Skipped(SkipReason::RateLimited), self.beta, self.lr), start));
+        if !self.guards.rate.allows(now, self.config.max_updates_per_minute) {
+            let rep = UpdateReport::new(self.config.algorithm, UpdateOutcome::Skipped(SkipReason::RateLimited), self.beta, self.policy.lr);
+            return Ok(self.skip(rep, start));
         }
-        self.rate.record(now);
-        let episodes = self.buffer.take_ready();
-        self.ready_rewards = 0;
-        let mut rep = UpdateReport::new(self.config.algorithm, UpdateOutcome::Accepted, self.beta, self.lr);
-        let planned = self.plan(&episodes, &mut rep)?;
-        if planned.is_empty() {
-            return Ok(self.skip(UpdateReport { outcome: UpdateOutcome::Skipped(SkipReason::RatioTooLarge), ..rep }, start));
+        self.guards.rate.record(now);
+        let mut rep = UpdateReport::new(self.config.algorithm, UpdateOutcome::Accepted, self.beta, self.policy.lr);
+        let mut episodes = self.episodes.take_ready();
+        self.make_resident(&mut episodes, &mut rep);
+        let result = self.plan(&episodes, &mut rep).and_then(|planned| {
+            if planned.is_empty() {
+                let outcome = if rep.failed_episodes > 0 && rep.skipped_episodes == 0 { SkipReason::NoSignal } else { SkipReason::RatioTooLarge };
+                Ok(self.skip(UpdateReport { outcome: UpdateOutcome::Skipped(outcome), ..rep }, start))
+            } else {
+                self.step(&episodes, &planned, rep, start)
+            }
+        });
+        // Their rewards are consumed (learned, or dropped by a ratio check); replies stay for later
+        // signals. After an error they keep their rewards for the next update.
+        let consumed = vec![result.is_ok(); episodes.len()];
+        self.episodes.return_learned(episodes, &consumed);
+        result
+    }
+
+    /// Rebuilds the records of compact episodes; those that cannot be rebuilt are dropped.
+    fn make_resident(&mut self, episodes: &mut Vec<Episode>, rep: &mut UpdateReport) {
+        let mut i = 0;
+        while i < episodes.len() {
+            if episodes[i].is_resident() {
+                i += 1;
+                continue;
+            }
+            let res = match (&self.source, self.train_tau(episodes[i].sampling.temperature)) {
+                (Some(src), Ok(tau)) => episodes[i].make_resident(src.as_ref(), &self.policy.head, tau, &mut self.policy.scratch),
+                (None, _) => Err(Error::Learning("no record source to rebuild a compact episode".into())),
+                (_, Err(e)) => Err(e),
+            };
+            match res {
+                Ok(()) => {
+                    rep.rebuilt_episodes += 1;
+                    i += 1;
+                }
+                Err(e) => {
+                    log::warn!("episode {} dropped: its records could not be rebuilt: {e}", episodes[i].id);
+                    rep.failed_episodes += 1;
+                    episodes.remove(i);
+                }
+            }
         }
-        self.step(&episodes, &planned, rep, start)
     }
 
     fn skip(&mut self, mut rep: UpdateReport, start: Instant) -> UpdateReport {
@@ -68,7 +115,7 @@ impl Learner {
     /// critic statistics with this batch's rewards.
     fn plan(&mut self, episodes: &[Episode], rep: &mut UpdateReport) -> Result<Vec<Planned>> {
         let cfg = self.config.clone();
-        let sigma = self.baseline.std(cfg.sigma_floor);
+        let sigma = self.stats.baseline.std(cfg.sigma_floor);
         // Leave-one-out baselines for rewarded replies that share a prompt.
         let mut groups: HashMap<&[u32], Vec<usize>> = HashMap::new();
         for (i, ep) in episodes.iter().enumerate() {
@@ -76,29 +123,28 @@ impl Learner {
                 groups.entry(&ep.prompt).or_default().push(i);
             }
         }
-        let mut baselines = vec![self.baseline.mean; episodes.len()];
+        let mut baselines = vec![self.stats.baseline.mean; episodes.len()];
         for idx in groups.values() {
             let rewards: Vec<f64> = idx.iter().map(|&i| episodes[i].reward.unwrap_or(0.0)).collect();
             if let Some(b) = advantage::rloo_baselines(&rewards) {
                 idx.iter().zip(b).for_each(|(&i, b)| baselines[i] = b);
             }
         }
-        let critic_pairs: Vec<(f64, f64)> = self.critic.iter().map(|&(v, g)| (f64::from(v), f64::from(g))).collect();
+        let critic_pairs: Vec<(f64, f64)> = self.stats.critic.iter().map(|&(v, g)| (f64::from(v), f64::from(g))).collect();
         let critic_ready = cfg.algorithm == Algorithm::A2c && advantage::explained_variance(&critic_pairs).is_some_and(|ev| ev > 0.0);
         rep.critic_used = critic_ready;
         let mut planned = Vec::new();
         for (i, ep) in episodes.iter().enumerate() {
             let n = ep.tokens.len();
-            let (reward, demo) = match (ep.kind, ep.reward) {
-                (EpisodeKind::Demonstration, _) => (0.0, true),
-                (EpisodeKind::Sampled, Some(r)) => (r, false),
+            let reward = match (ep.kind, ep.reward) {
+                (EpisodeKind::Demonstration | EpisodeKind::UserText, _) => {
+                    planned.push(Planned { ep: i, weights: vec![f64::from(ep.weight); n], beta: 0.0, targets: None });
+                    continue;
+                }
+                (EpisodeKind::Sampled, Some(r)) => r,
                 (EpisodeKind::Sampled, None) => continue,
             };
-            if demo {
-                planned.push(Planned { ep: i, weights: vec![1.0; n], beta: 0.0, targets: None });
-                continue;
-            }
-            self.baseline.push(reward, cfg.baseline_rate);
+            self.stats.baseline.push(reward, cfg.baseline_rate);
             let flat = reinforce_weight(reward, baselines[i], sigma, cfg.advantage_clip, cfg.max_response_tokens);
             let mut weights = vec![flat; n];
             // The KL term is scaled like the policy term (divided by T_norm when the weights are),
@@ -106,7 +152,7 @@ impl Learner {
             let mut kl_scale = 1.0 / cfg.max_response_tokens.max(1) as f64;
             let mut targets = None;
             if cfg.algorithm == Algorithm::A2c {
-                let values: Vec<f64> = ep.tokens.iter().map(|r| self.head.value(&r.hidden).map(f64::from)).collect::<Result<_>>()?;
+                let values: Vec<f64> = ep.tokens.iter().map(|r| self.policy.head.value(&r.hidden).map(f64::from)).collect::<Result<_>>()?;
                 let token_rewards = advantage::terminal_rewards(reward, n);
                 let returns = advantage::returns(&token_rewards, cfg.gamma);
                 if critic_ready {
@@ -114,17 +160,20 @@ impl Learner {
                     kl_scale = 1.0;
                 }
                 for (&v, &g) in values.iter().zip(&returns) {
-                    if self.critic.len() >= cfg.critic_window {
-                        self.critic.pop_front();
+                    if self.stats.critic.len() >= cfg.critic_window {
+                        self.stats.critic.pop_front();
                     }
-                    self.critic.push_back((v as f32, g as f32));
+                    self.stats.critic.push_back((v as f32, g as f32));
                 }
                 targets = Some(returns);
             }
-            let stale = cfg.clip_stale && ep.created_step < self.counters.version;
+            let older = ep.created_step < self.counters.version;
+            rep.stale_episodes += usize::from(older);
+            let stale = cfg.clip_stale && older;
             if (cfg.algorithm == Algorithm::Ppo || stale) && ep.sampling.temperature > 0.0 {
-                self.math.evaluate(&self.head, &ep.tokens, &ep.base, &mut self.evals)?;
-                let logp: Vec<f64> = self.evals.iter().map(|e| e.logp).collect();
+                let p = &mut self.policy;
+                p.math.evaluate(&p.head, &ep.tokens, &ep.base, &mut p.evals)?;
+                let logp: Vec<f64> = p.evals.iter().map(|e| e.logp).collect();
                 let behaviour: Vec<f64> = ep.tokens.iter().map(|r| f64::from(r.behaviour_logprob)).collect();
                 let clipped = ppo_weights(&weights, &logp, &behaviour, cfg.ppo_clip);
                 rep.max_mean_ratio = Some(rep.max_mean_ratio.map_or(clipped.mean_ratio, |m: f64| m.max(clipped.mean_ratio)));
@@ -157,10 +206,13 @@ impl Learner {
                 GradEpisode { tokens: &ep.tokens, base: &ep.base, weights: &p.weights, beta: p.beta, value_targets: p.targets.as_deref() }
             })
             .collect();
-        let stats = self.math.gradient(&self.head, &batch, &mut self.grad)?;
+        rep.episode_ids = planned.iter().map(|p| episodes[p.ep].id).collect();
+        rep.episode_ids.sort_unstable();
+        let p = &mut self.policy;
+        let stats = p.math.gradient(&p.head, &batch, &mut p.grad)?;
         let value_tokens: usize = planned.iter().filter(|p| p.targets.is_some()).map(|p| episodes[p.ep].tokens.len()).sum();
         if value_tokens > 0 {
-            self.grad.scale_value(1.0 / value_tokens as f64);
+            p.grad.scale_value(1.0 / value_tokens as f64);
         }
         rep.episodes = planned.len();
         rep.tokens = stats.tokens;
@@ -168,13 +220,13 @@ impl Learner {
         rep.loss.policy = -stats.policy_objective;
         rep.loss.kl = planned.iter().map(|p| p.beta).fold(0.0, f64::max) * stats.kl_sum;
         rep.loss.value = stats.value_loss / value_tokens.max(1) as f64;
-        rep.grad_norm = self.grad.policy_norm();
-        rep.value_grad_norm = self.grad.value_norm();
+        rep.grad_norm = p.grad.policy_norm();
+        rep.value_grad_norm = p.grad.value_norm();
         if rep.grad_norm > cfg.max_grad_norm {
-            self.grad.scale_policy(cfg.max_grad_norm / rep.grad_norm);
+            p.grad.scale_policy(cfg.max_grad_norm / rep.grad_norm);
         }
         if rep.value_grad_norm > cfg.max_grad_norm {
-            self.grad.scale_value(cfg.max_grad_norm / rep.value_grad_norm);
+            p.grad.scale_value(cfg.max_grad_norm / rep.value_grad_norm);
         }
         if rep.grad_norm == 0.0 && rep.value_grad_norm == 0.0 {
             return Ok(self.skip(UpdateReport { outcome: UpdateOutcome::Skipped(SkipReason::NoSignal), ..rep }, start));
@@ -185,7 +237,7 @@ impl Learner {
             self.beta = advantage::adapt_beta(self.beta, rep.mean_kl, cfg.kl_target, rl_episodes, cfg.kl_horizon);
         }
         // The last good state, to return to.
-        let (old_head, old_adam) = (self.head.clone(), self.adam.clone());
+        let (old_head, old_adam) = (self.policy.head.clone(), self.policy.adam.clone());
         let verdict = self.apply_step(&old_head, episodes, planned, &mut rep).unwrap_or_else(|e| {
             // The inputs were checked before the step, so a failure here is a numerical blow-up.
             log::warn!("update failed after its step: {e}");
@@ -195,25 +247,30 @@ impl Learner {
             Verdict::Accept => {
                 self.counters.accepted += 1;
                 self.counters.version += 1;
-                self.lr = (self.lr * cfg.lr_recovery).min(cfg.lr.max(self.lr));
+                if rep.probe.is_some_and(|p| p.kl < BETA_RELAX_BELOW * cfg.kl_budget) && self.beta > cfg.beta {
+                    self.beta = (self.beta * BETA_DECAY).max(cfg.beta);
+                }
+                let p = &mut self.policy;
+                p.lr = (p.lr * cfg.lr_recovery).min(cfg.lr.max(p.lr));
             }
             Verdict::Rollback(reason) => {
-                self.head = old_head;
-                self.adam = old_adam;
-                self.lr = (self.lr * 0.5).max(cfg.min_lr);
+                let p = &mut self.policy;
+                p.head = old_head;
+                p.adam = old_adam;
+                p.lr = (p.lr * 0.5).max(cfg.min_lr);
                 self.counters.rolled_back += 1;
                 rep.outcome = UpdateOutcome::RolledBack(reason);
-                log::warn!("update rolled back ({reason:?}); learning rate now {:.3e}", self.lr);
+                log::warn!("update rolled back ({reason:?}); learning rate now {:.3e}", p.lr);
             }
             Verdict::Reject => {
-                self.head = old_head;
-                self.adam = old_adam;
+                self.policy.head = old_head;
+                self.policy.adam = old_adam;
                 rep.beta = self.beta;
                 return Ok(self.skip(UpdateReport { outcome: UpdateOutcome::Skipped(SkipReason::TrustRegion), ..rep }, start));
             }
         }
         rep.beta = self.beta;
-        rep.lr = self.lr;
+        rep.lr = self.policy.lr;
         rep.elapsed_s = start.elapsed().as_secs_f64();
         log::debug!("update: {rep:?}");
         Ok(rep)
@@ -224,16 +281,17 @@ impl Learner {
         let cfg = &self.config;
         let (trpo, max_kl, shrink, tries) = (cfg.algorithm == Algorithm::Trpo, cfg.trpo_max_kl, cfg.trpo_backtrack, cfg.trpo_max_backtracks);
         let params = self.adam_params();
-        self.math.adam_step(&mut self.head, &mut self.adam, &self.grad, &params)?;
+        let p = &mut self.policy;
+        p.math.adam_step(&mut p.head, &mut p.adam, &p.grad, &params)?;
         if trpo {
             // A full pass over the tokens, so only for TRPO.
             let mut kl = self.batch_step_kl(old_head, episodes, planned)?;
             rep.step_kl = Some(kl);
             if kl > max_kl {
-                let full = self.head.clone();
+                let full = self.policy.head.clone();
                 let mut inside = false;
                 for i in 1..=tries {
-                    self.head = LoraHead::interpolate(old_head, &full, shrink.powi(i as i32) as f32)?;
+                    self.policy.head = LoraHead::interpolate(old_head, &full, shrink.powi(i as i32) as f32)?;
                     kl = self.batch_step_kl(old_head, episodes, planned)?;
                     rep.backtracks = i;
                     if kl <= max_kl {
@@ -247,7 +305,22 @@ impl Learner {
                 }
             }
         }
-        Ok(match self.check(episodes, planned, rep)? {
+        let mut verdict = self.check(episodes, planned, rep)?;
+        if verdict == Some(RollbackReason::KlBudget) {
+            // Near the budget the step shrinks (halved until it fits) and beta rises, rather than
+            // the whole step being undone and the learning rate halved.
+            self.beta = (self.beta * KL_BUDGET_BETA_MULT).min(self.config.beta.max(1e-3) * MAX_BETA_MULT).max(self.beta);
+            let full = self.policy.head.clone();
+            for i in 1..=self.config.kl_backtracks {
+                self.policy.head = LoraHead::interpolate(old_head, &full, 0.5f32.powi(i as i32))?;
+                rep.backtracks = i;
+                verdict = self.check(episodes, planned, rep)?;
+                if verdict != Some(RollbackReason::KlBudget) {
+                    break;
+                }
+            }
+        }
+        Ok(match verdict {
             None => Verdict::Accept,
             Some(reason) => Verdict::Rollback(reason),
         })
@@ -258,7 +331,8 @@ impl Learner {
         let (mut sum, mut n) = (0.0, 0usize);
         for p in planned {
             let ep = &episodes[p.ep];
-            sum += self.math.step_kl(old, &self.head, &ep.tokens, &ep.base)? * ep.tokens.len() as f64;
+            let p = &mut self.policy;
+            sum += p.math.step_kl(old, &p.head, &ep.tokens, &ep.base)? * ep.tokens.len() as f64;
             n += ep.tokens.len();
         }
         Ok(sum / n.max(1) as f64)
@@ -267,19 +341,20 @@ impl Learner {
     /// The safeguards after a step: finiteness, then the probes' budgets, or without probes the KL
     /// budget on the update's own tokens.
     fn check(&mut self, episodes: &[Episode], planned: &[Planned], rep: &mut UpdateReport) -> Result<Option<RollbackReason>> {
-        if !self.head.all_finite() {
+        let p = &mut self.policy;
+        if !p.head.all_finite() {
             return Ok(Some(RollbackReason::NonFinite));
         }
-        if let Some(probes) = &self.probes {
-            let stats = probes.measure(self.math.as_mut(), &self.head, &mut self.evals)?;
+        if let Some(probes) = &self.guards.probes {
+            let stats = probes.measure(p.math.as_mut(), &p.head, &mut p.evals)?;
             rep.probe = Some(stats);
             return Ok(violation(&stats, &self.config, true));
         }
         let mut all = Vec::new();
-        for p in planned {
-            let ep = &episodes[p.ep];
-            self.math.evaluate(&self.head, &ep.tokens, &ep.base, &mut self.evals)?;
-            all.extend_from_slice(&self.evals);
+        for pl in planned {
+            let ep = &episodes[pl.ep];
+            p.math.evaluate(&p.head, &ep.tokens, &ep.base, &mut p.evals)?;
+            all.extend_from_slice(&p.evals);
         }
         Ok(violation(&summarise(&all), &self.config, false))
     }

@@ -5,6 +5,7 @@
 //! is used by one thread at a time (`&mut self`). Two users' adapters never mix: each session owns
 //! its learner and adapter.
 
+mod fingerprint;
 mod persist;
 mod session;
 
@@ -17,10 +18,11 @@ use crate::engine::EngineConfig;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Model, Prompt, SamplingConfig, TokenRecord};
 use crate::learn::LearnerConfig;
-use crate::store::{AdapterStore, ModelFingerprint, StoreOptions};
+use crate::store::{AdapterStore, StoreOptions};
 use crate::tokenizer::Message;
-pub use persist::{from_record, to_record};
-pub use session::{Reply, UserSession};
+pub use fingerprint::WeightsCheck;
+pub use persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
+pub use session::{Reply, UserSession, ID_BLOCK};
 
 /// Where and how adapters are kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,11 +34,17 @@ pub struct StoreConfig {
     pub keep_versions: usize,
     /// Size limit of the in-memory cache of loaded adapters, in bytes.
     pub cache_bytes: usize,
+    /// Whether pending episodes are saved with the user's state (`pending.attune`), so that
+    /// feedback given after a restart still trains. The episode-id reservation is saved either way.
+    pub persist_pending: bool,
+    /// Whether every open re-hashes the model's weight files in full; otherwise a hash is reused
+    /// while the file's size and modification time are unchanged.
+    pub verify_weights: bool,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { dir: None, keep_versions: 5, cache_bytes: 64 << 20 }
+        StoreConfig { dir: None, keep_versions: 5, cache_bytes: 64 << 20, persist_pending: true, verify_weights: false }
     }
 }
 
@@ -110,6 +118,7 @@ pub struct Runtime {
     config: RuntimeConfig,
     store: Option<AdapterStore>,
     probes: OnceLock<Vec<TokenRecord>>,
+    weights: WeightsCheck,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -123,16 +132,20 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>> {
         config.validate()?;
         let model = Model::load(&config.engine)?;
+        let mut weights = WeightsCheck::default();
         let store = match &config.store.dir {
             None => None,
             Some(dir) => {
-                let mut opts = StoreOptions::new(fingerprint(&model)?);
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                let (fp, check) = fingerprint::of_model(&model, dir, config.store.verify_weights)?;
+                weights = check;
+                let mut opts = StoreOptions::new(fp);
                 opts.keep_versions = config.store.keep_versions;
                 opts.cache_bytes = config.store.cache_bytes;
                 Some(AdapterStore::open(dir, opts)?)
             }
         };
-        Ok(Arc::new(Runtime { model, config, store, probes: OnceLock::new() }))
+        Ok(Arc::new(Runtime { model, config, store, probes: OnceLock::new(), weights }))
     }
 
     /// The model.
@@ -143,6 +156,11 @@ impl Runtime {
     /// The configuration.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// What checking the weight files cost when the runtime opened.
+    pub fn weights_check(&self) -> &WeightsCheck {
+        &self.weights
     }
 
     /// The adapter store, when one is configured.
@@ -188,13 +206,8 @@ impl Runtime {
     }
 }
 
-/// A fingerprint of the model that adapters are only valid for: the graph file, the tokenizer, and
-/// the shapes the adapter depends on.
-fn fingerprint(model: &Model) -> Result<ModelFingerprint> {
-    let info = model.engine().info();
-    let read = |p: PathBuf| std::fs::read(&p).map_err(|e| Error::io(p, e));
-    let graph = read(info.onnx_path.clone())?;
-    let tokenizer = read(info.dir.join("tokenizer.json"))?;
-    let shape = format!("hidden={} vocab={} layers={}", info.hidden_size, info.vocab_size, info.num_layers);
-    Ok(ModelFingerprint::of_parts(&[graph.as_slice(), tokenizer.as_slice(), shape.as_bytes()]))
+impl crate::learn::RecordSource for Runtime {
+    fn rebuild(&self, prompt: &[u32], reply: &[u32], sampling: &crate::generate::RecordedSampling) -> Result<Vec<TokenRecord>> {
+        self.model.teacher_force_ids(prompt, reply, sampling.repetition_penalty)
+    }
 }

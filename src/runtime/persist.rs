@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::learn::{Counters, LearnerConfig, LearnerState, RewardHistory, RunningStats, ScoreStats, STATE_VERSION};
+use crate::generate::RecordedSampling;
+use crate::learn::{Counters, Episode, EpisodeKind, Learner, LearnerConfig, LearnerState, RewardHistory, RunningStats, ScoreStats, STATE_VERSION};
 use crate::learn::guard::SignRun;
 use crate::adapter::{AdamParts, HeadParts, LoraConfig};
-use crate::store::{AdapterConfig, AdapterRecord, RewardSummary, Tensor};
+use crate::store::{AdapterConfig, AdapterRecord, PendingEpisode, PendingRecord, RewardSummary, Tensor};
 
 fn tensor(shape: Vec<u32>, data: Vec<f32>) -> Result<Tensor> {
     Tensor::new(shape, data).map_err(|e| Error::Store(e.to_string()))
@@ -34,9 +35,57 @@ fn f32_to_ids(v: &[f32], what: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// Unix seconds now.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+pub use crate::learn::episode::now_unix;
+
+/// The learner's held episodes in their persisted, compact form, with the id reservation. With
+/// `episodes` false only the reservation is written.
+pub fn pending_from_learner(learner: &Learner, reserved_ids: u64, episodes: bool) -> PendingRecord {
+    let eps = if episodes { learner.episodes().map(pending_episode).collect() } else { Vec::new() };
+    PendingRecord { reserved_ids: reserved_ids.max(learner.next_episode_id()), adapter_version: learner.counters().version, episodes: eps }
+}
+
+fn pending_episode(e: &Episode) -> PendingEpisode {
+    PendingEpisode {
+        id: e.id,
+        kind: match e.kind {
+            EpisodeKind::Sampled => 0,
+            EpisodeKind::Demonstration => 1,
+            EpisodeKind::UserText => 2,
+        },
+        created_unix: e.created_unix,
+        created_step: e.created_step,
+        weight: e.weight,
+        prompt: e.prompt.clone(),
+        reply: e.reply.clone(),
+        behaviour: e.behaviour.clone(),
+        kept: e.kept.iter().map(|k| k.clone().unwrap_or_default()).collect(),
+        temperature: e.sampling.temperature,
+        repetition_penalty: e.sampling.repetition_penalty,
+        reward: e.reward(),
+        learned: e.times_learned(),
+    }
+}
+
+/// Compact episodes from their persisted form.
+pub fn episodes_from_pending(rec: &PendingRecord) -> Result<Vec<Episode>> {
+    rec.episodes
+        .iter()
+        .map(|p| {
+            let kind = match p.kind {
+                0 => EpisodeKind::Sampled,
+                1 => EpisodeKind::Demonstration,
+                _ => EpisodeKind::UserText,
+            };
+            let kept = p.kept.iter().map(|k| if k.is_empty() { None } else { Some(k.clone()) }).collect();
+            let sampling = RecordedSampling { temperature: p.temperature, repetition_penalty: p.repetition_penalty };
+            let mut e = Episode::compact_from(p.id, p.prompt.clone(), p.reply.clone(), p.behaviour.clone(), kept, sampling, kind)?;
+            e.created_unix = p.created_unix;
+            e.created_step = p.created_step;
+            e.weight = p.weight;
+            e.set_pending(p.reward, p.learned);
+            Ok(e)
+        })
+        .collect()
 }
 
 /// The learner's state as a store record.
@@ -144,10 +193,20 @@ pub fn from_record(rec: &AdapterRecord, mut config: LearnerConfig) -> Result<Lea
     let t = |name: &str| -> Result<&Tensor> {
         rec.tensors.get(name).ok_or_else(|| Error::Store(format!("adapter record has no tensor `{name}`")))
     };
-    let cnt = |name: &str| -> u64 { rec.counters.get(name).copied().unwrap_or(0) };
-    let sc = |name: &str| -> f64 { rec.scalars.get(name).copied().unwrap_or(0.0) };
+    // Every counter and scalar the learner wrote is required: a missing one is an error, never a
+    // silent 0 (which would read as lr = 0 or beta = 0).
+    let cnt = |name: &str| -> Result<u64> {
+        rec.counters.get(name).copied().ok_or_else(|| Error::Store(format!("adapter record has no counter `{name}`")))
+    };
+    let sc = |name: &str| -> Result<f64> {
+        rec.scalars.get(name).copied().ok_or_else(|| Error::Store(format!("adapter record has no scalar `{name}`")))
+    };
+    let state_version = cnt("state_version")?;
+    if state_version != u64::from(STATE_VERSION) {
+        return Err(Error::Store(format!("adapter record holds learner state version {state_version}; this build reads {STATE_VERSION}")));
+    }
     let cfg = &rec.config;
-    config.adapter = LoraConfig { rank: cfg.rank as usize, alpha: cfg.alpha, top_k: cfg.top_k_rows as usize, seed: cnt("lora.seed") };
+    config.adapter = LoraConfig { rank: cfg.rank as usize, alpha: cfg.alpha, top_k: cfg.top_k_rows as usize, seed: cnt("lora.seed")? };
     let head = HeadParts {
         hidden_size: cfg.hidden,
         vocab_size: cfg.vocab,
@@ -155,21 +214,21 @@ pub fn from_record(rec: &AdapterRecord, mut config: LearnerConfig) -> Result<Lea
         b_rows: f32_to_ids(&t("lora.B.rows")?.data, "lora.B.rows")?,
         b: t("lora.B")?.data.clone(),
         value_w: t("value.w")?.data.clone(),
-        value_b: sc("value.b") as f32,
+        value_b: sc("value.b")? as f32,
     };
     let adam = AdamParts {
         a_m: t("adam.A.m")?.data.clone(),
         a_v: t("adam.A.v")?.data.clone(),
-        a_step: cnt("adam.A.step"),
+        a_step: cnt("adam.A.step")?,
         b_rows: f32_to_ids(&t("adam.B.rows")?.data, "adam.B.rows")?,
         b_m: t("adam.B.m")?.data.clone(),
         b_v: t("adam.B.v")?.data.clone(),
         b_steps: t("adam.B.steps")?.data.iter().map(|&s| s as u32).collect(),
         w_m: t("adam.value.w.m")?.data.clone(),
         w_v: t("adam.value.w.v")?.data.clone(),
-        bias_m: sc("adam.value.b.m") as f32,
-        bias_v: sc("adam.value.b.v") as f32,
-        value_step: cnt("adam.value.step"),
+        bias_m: sc("adam.value.b.m")? as f32,
+        bias_v: sc("adam.value.b.v")? as f32,
+        value_step: cnt("adam.value.step")?,
     };
     let critic = t("critic.pairs")?.data.chunks_exact(2).map(|p| (p[0], p[1])).collect();
     let mut sources: Vec<(usize, String, RunningStats)> = Vec::new();
@@ -200,25 +259,25 @@ pub fn from_record(rec: &AdapterRecord, mut config: LearnerConfig) -> Result<Lea
         config,
         head,
         adam,
-        baseline: RunningStats { count: cnt("baseline.count"), mean: sc("baseline.mean"), var: sc("baseline.var") },
+        baseline: RunningStats { count: cnt("baseline.count")?, mean: sc("baseline.mean")?, var: sc("baseline.var")? },
         scores: ScoreStats { sources: sources.into_iter().map(|(_, n, s)| (n, s)).collect() },
-        beta: sc("beta"),
-        lr: sc("lr"),
+        beta: sc("beta")?,
+        lr: sc("lr")?,
         counters: Counters {
-            episodes: cnt("episodes"),
-            feedback: cnt("feedback"),
-            ignored_feedback: cnt("ignored_feedback"),
-            evicted: cnt("evicted"),
-            updates: cnt("updates"),
-            accepted: cnt("accepted"),
-            rolled_back: cnt("rolled_back"),
-            skipped: cnt("skipped"),
-            skipped_episodes: cnt("skipped_episodes"),
-            next_id: cnt("next_id"),
-            version: cnt("version"),
+            episodes: cnt("episodes")?,
+            feedback: cnt("feedback")?,
+            ignored_feedback: cnt("ignored_feedback")?,
+            evicted: cnt("evicted")?,
+            updates: cnt("updates")?,
+            accepted: cnt("accepted")?,
+            rolled_back: cnt("rolled_back")?,
+            skipped: cnt("skipped")?,
+            skipped_episodes: cnt("skipped_episodes")?,
+            next_id: cnt("next_id")?,
+            version: cnt("version")?,
         },
-        history: RewardHistory { count: r.count, sum: sc("history.sum"), positive: r.thumbs_up, negative: r.thumbs_down, recent: r.recent.clone() },
+        history: RewardHistory { count: r.count, sum: sc("history.sum")?, positive: r.thumbs_up, negative: r.thumbs_down, recent: r.recent.clone() },
         critic,
-        sign_run: SignRun { sign: sc("sign_run.sign") as i8, len: cnt("sign_run.len") as u32 },
+        sign_run: SignRun { sign: sc("sign_run.sign")? as i8, len: cnt("sign_run.len")? as u32 },
     })
 }

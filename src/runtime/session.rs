@@ -1,15 +1,24 @@
 //! One user's session: generation with the user's adapter, feedback, updates and persistence.
+//!
+//! Episode ids are unique for the life of the user. The session keeps a durable reservation of
+//! ids in the store (`pending.attune`, raised [`ID_BLOCK`] ids at a time and fsynced) and starts
+//! every new session past it, so neither a rollback, a reset, an import, a restart nor a crash can
+//! make an id name another reply. Pending episodes are written to the same file after every
+//! change, compact, so feedback given after the app was killed and restarted still trains.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::persist::{from_record, now_unix, to_record};
+use super::persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
 use super::Runtime;
 use crate::error::{Error, Result};
 use crate::generate::{FinishReason, GenerateOptions, Prompt, RecordedSampling, Timings};
-use crate::learn::{FeedbackOutcome, Learner, Reward, UpdateReport};
+use crate::learn::{Algorithm, FeedbackOutcome, Learner, RecordSource, Reward, UpdateReport};
 use crate::store::RollbackTarget;
+
+/// How many ids a reservation covers: one fsynced write per this many replies.
+pub const ID_BLOCK: u64 = 64;
 
 /// A generated reply and the episode it was recorded as.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +42,10 @@ pub struct UserSession {
     learner: Learner,
     created_unix: u64,
     loaded_version: Option<u64>,
+    /// Ids below this are durably reserved in the store.
+    reserved_ids: u64,
+    /// Episodes restored from the store when the session opened.
+    restored_episodes: usize,
 }
 
 impl std::fmt::Debug for UserSession {
@@ -46,41 +59,68 @@ impl UserSession {
         if user.is_empty() {
             return Err(Error::InvalidArgument("user id must not be empty".into()));
         }
-        let mut s = UserSession { runtime, user: user.to_string(), learner: Self::fresh_learner_cfg()?, created_unix: now_unix(), loaded_version: None };
-        s.learner = s.fresh_learner()?;
+        let learner = Self::fresh_learner_for(&runtime)?;
+        let mut s = UserSession { runtime, user: user.to_string(), learner, created_unix: now_unix(), loaded_version: None, reserved_ids: 0, restored_episodes: 0 };
         if let Some(store) = s.runtime.store() {
             if let Some(rec) = store.load(user)? {
                 s.install(&rec)?;
             }
+            s.restore_pending()?;
         }
         Ok(s)
     }
 
-    fn fresh_learner_cfg() -> Result<Learner> {
-        // A placeholder replaced at once by `fresh_learner`; a 1 x 1 adapter costs nothing.
-        Learner::new(crate::learn::LearnerConfig::default(), 1, 1)
-    }
-
-    fn fresh_learner(&self) -> Result<Learner> {
-        let info = self.runtime.model().engine().info();
-        let mut l = Learner::new(self.runtime.config().learner.clone(), info.hidden_size, info.vocab_size)?.with_math(self.math());
-        let tau = self.runtime.config().learner.greedy_tau;
-        l.set_probes(self.runtime.probes()?.to_vec(), tau)?;
-        Ok(l)
-    }
-
-    fn install(&mut self, rec: &crate::store::AdapterRecord) -> Result<()> {
-        let state = from_record(rec, self.runtime.config().learner.clone())?;
-        let mut l = Learner::from_state(state)?.with_math(self.math());
-        l.set_probes(self.runtime.probes()?.to_vec(), self.runtime.config().learner.greedy_tau)?;
-        self.learner = l;
-        self.created_unix = rec.created_unix;
+    /// Reads the pending episodes and the id reservation; a damaged file loses its episodes but
+    /// never lets an id be issued twice (the counter jumps far past anything it could have held).
+    fn restore_pending(&mut self) -> Result<()> {
+        let Some(store) = self.runtime.store() else { return Ok(()) };
+        match store.load_pending(&self.user)? {
+            None => {}
+            Some(Ok(rec)) => {
+                self.reserved_ids = rec.reserved_ids;
+                self.learner.advance_episode_ids(rec.reserved_ids);
+                self.learner.advance_version(rec.adapter_version);
+                let eps = episodes_from_pending(&rec)?;
+                self.restored_episodes = eps.len();
+                for ep in eps {
+                    self.learner.restore_episode(ep)?;
+                }
+                self.learner.expire_episodes(now_unix());
+            }
+            Some(Err(e)) => {
+                let jump = self.learner.next_episode_id().saturating_add(1 << 32);
+                log::error!("pending episodes of this user are damaged ({e}); they are dropped and episode ids continue at {jump}");
+                self.learner.advance_episode_ids(jump);
+            }
+        }
         Ok(())
     }
 
-    /// The adapter math the configuration asks for (the choice and its reason are logged).
-    fn math(&self) -> Box<dyn crate::adapter::AdapterMath + Send> {
-        crate::adapter::gpu::math_for(&self.runtime.config().compute).0
+    fn fresh_learner_for(runtime: &Arc<Runtime>) -> Result<Learner> {
+        let info = runtime.model().engine().info();
+        let math = crate::adapter::gpu::math_for(&runtime.config().compute).0;
+        let mut l = Learner::new(runtime.config().learner.clone(), info.hidden_size, info.vocab_size)?.with_math(math);
+        l.set_probes(runtime.probes()?.to_vec(), runtime.config().learner.greedy_tau)?;
+        l.set_record_source(Arc::clone(runtime) as Arc<dyn RecordSource>);
+        Ok(l)
+    }
+
+    /// A fresh adapter that keeps this session's episodes and id counter.
+    fn fresh_learner(&mut self) -> Result<Learner> {
+        let mut l = Self::fresh_learner_for(&self.runtime)?;
+        l.adopt_episodes(&mut self.learner);
+        Ok(l)
+    }
+
+    /// Installs a stored adapter, keeping the held episodes and the id counter (which never moves
+    /// back).
+    fn install(&mut self, rec: &crate::store::AdapterRecord) -> Result<()> {
+        let state = from_record(rec, self.runtime.config().learner.clone())?;
+        let mut l = self.fresh_learner()?;
+        l.restore(state)?;
+        self.learner = l;
+        self.created_unix = rec.created_unix;
+        Ok(())
     }
 
     /// The user id.
@@ -98,9 +138,50 @@ impl UserSession {
         &mut self.learner
     }
 
-    /// Generates a reply with this user's adapter and records it as an episode.
+    /// How many episodes were restored from the store when the session opened.
+    pub fn restored_episodes(&self) -> usize {
+        self.restored_episodes
+    }
+
+    /// Makes sure the next id is durably reserved before it is issued.
+    fn reserve_ids(&mut self) {
+        let next = self.learner.next_episode_id();
+        if self.runtime.store().is_none() || next < self.reserved_ids {
+            return;
+        }
+        let reserved = next + ID_BLOCK;
+        if let Err(e) = self.write_pending(reserved, true) {
+            log::error!("could not reserve episode ids for user {}: {e}", self.user);
+        }
+    }
+
+    /// Writes the pending episodes (best effort: a failure is logged and learning goes on in
+    /// memory). A failed durable write leaves the reservation where it was.
+    fn persist_pending(&mut self) {
+        if self.runtime.store().is_none() || !self.runtime.config().store.persist_pending {
+            return;
+        }
+        if let Err(e) = self.write_pending(self.reserved_ids.max(self.learner.next_episode_id()), false) {
+            log::warn!("could not save pending episodes of user {}: {e}", self.user);
+        }
+    }
+
+    fn write_pending(&mut self, reserved: u64, durable: bool) -> Result<()> {
+        let Some(store) = self.runtime.store() else { return Ok(()) };
+        let keep = self.runtime.config().store.persist_pending;
+        let rec = pending_from_learner(&self.learner, reserved, keep);
+        store.save_pending(&self.user, &rec, durable)?;
+        if durable {
+            self.reserved_ids = reserved;
+        }
+        Ok(())
+    }
+
+    /// Generates a reply with this user's adapter and records it as an episode. Under the
+    /// supervised algorithm the user's last message is also recorded as language-model targets.
     pub fn generate(&mut self, prompt: &Prompt, opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Reply> {
         let opts = GenerateOptions { record: true, ..opts.clone() };
+        self.reserve_ids();
         let model = self.runtime.model();
         let g = {
             let mut hook = self.learner.adapter();
@@ -108,7 +189,27 @@ impl UserSession {
         };
         let n = g.tokens.len();
         let id = self.learner.record_episode(g.prompt_tokens, g.records, g.sampling)?;
+        if let Err(e) = self.record_user_text(prompt) {
+            log::warn!("the user's message was not recorded as a target: {e}");
+        }
+        self.persist_pending();
         Ok(Reply { text: g.text, episode_id: id, finish: g.finish, tokens: n, timings: g.timings })
+    }
+
+    /// The self-supervised part of `supervised`: the user's last chat message, teacher-forced after
+    /// its context, as targets of the same adapter.
+    fn record_user_text(&mut self, prompt: &Prompt) -> Result<()> {
+        let cfg = self.learner.config();
+        if cfg.algorithm != Algorithm::Supervised || cfg.user_text_weight <= 0.0 {
+            return Ok(());
+        }
+        let Prompt::Chat(msgs) = prompt else { return Ok(()) };
+        let model = self.runtime.model();
+        let Some((context, text)) = model.user_text_targets(msgs)? else { return Ok(()) };
+        let records = model.teacher_force_ids(&context, &text, 1.0)?;
+        self.reserve_ids();
+        self.learner.record_user_text(context, records)?;
+        Ok(())
     }
 
     /// Generates without recording an episode (for evaluation); the adapter still applies.
@@ -124,48 +225,63 @@ impl UserSession {
         let model = self.runtime.model();
         let prompt_tokens = model.prompt_tokens(prompt)?;
         let records = model.teacher_force(&prompt_tokens, reply)?;
-        self.learner.record_demonstration(prompt_tokens, records, RecordedSampling { temperature: 1.0 })
+        self.reserve_ids();
+        let id = self.learner.record_demonstration(prompt_tokens, records, RecordedSampling::at(1.0))?;
+        self.persist_pending();
+        Ok(id)
     }
 
     /// Gives the reward for an episode; an update may run (see the learner's `auto_update_after`).
+    /// Several signals for one reply are all learned (see [`Learner::give_feedback`]).
     pub fn feedback(&mut self, episode_id: u64, reward: &Reward) -> Result<FeedbackOutcome> {
-        self.learner.give_feedback(episode_id, reward)
+        let out = self.learner.give_feedback(episode_id, reward);
+        self.persist_pending();
+        out
     }
 
     /// Runs an update now on the episodes that have feedback.
     pub fn update(&mut self) -> Result<UpdateReport> {
-        self.learner.update()
+        let out = self.learner.update();
+        self.persist_pending();
+        out
     }
 
-    /// Saves the adapter as a new version; returns the version number. Without a store this is an
-    /// error.
+    /// Saves the adapter as a new version (and the pending episodes); returns the version number.
+    /// Without a store this is an error.
     pub fn save(&mut self) -> Result<u64> {
         let store = self.store()?;
         let rec = to_record(&self.learner.snapshot(), self.created_unix)?;
         let v = store.save(&self.user, rec)?;
         self.loaded_version = Some(v);
+        let reserved = self.reserved_ids.max(self.learner.next_episode_id());
+        if let Err(e) = self.write_pending(reserved, true) {
+            log::warn!("could not save pending episodes of user {}: {e}", self.user);
+        }
         Ok(v)
     }
 
-    /// Rolls back to the version `steps_back` versions before the newest, and loads it.
+    /// Rolls back to the version `steps_back` versions before the newest, and loads it. Held
+    /// episodes and the id counter stay: feedback for a reply sampled before the rollback is
+    /// learned through the importance ratio against the adapter that sampled it.
     pub fn rollback(&mut self, steps_back: usize) -> Result<()> {
         let store = self.store()?;
         match store.rollback(&self.user, RollbackTarget::StepsBack(steps_back))? {
-            Some(rec) => self.install(&rec),
-            None => {
-                self.learner = self.fresh_learner()?;
-                Ok(())
-            }
+            Some(rec) => self.install(&rec)?,
+            None => self.learner = self.fresh_learner()?,
         }
+        self.persist_pending();
+        Ok(())
     }
 
     /// Starts this user over with a fresh adapter (saved versions stay recoverable by rollback).
+    /// Held episodes and the id counter stay.
     pub fn reset(&mut self) -> Result<()> {
         if let Some(store) = self.runtime.store() {
             store.reset(&self.user)?;
         }
         self.learner = self.fresh_learner()?;
         self.created_unix = now_unix();
+        self.persist_pending();
         Ok(())
     }
 
@@ -176,21 +292,29 @@ impl UserSession {
     }
 
     /// Replaces this user's adapter with exported bytes (validated before anything is written).
+    /// Held episodes stay; the id counter keeps the higher of the two.
     pub fn import(&mut self, bytes: &[u8]) -> Result<()> {
         let store = self.store()?;
         store.import(&self.user, bytes)?;
         match store.load(&self.user)? {
-            Some(rec) => self.install(&rec),
-            None => Err(Error::Store("imported adapter could not be loaded back".into())),
+            Some(rec) => self.install(&rec)?,
+            None => return Err(Error::Store("imported adapter could not be loaded back".into())),
         }
+        self.persist_pending();
+        Ok(())
     }
 
-    /// Deletes every saved version of this user's adapter and starts over (forget-me).
+    /// Deletes every saved version of this user's adapter and their pending episodes, and starts
+    /// over (forget-me). Feedback for the old ids is an unknown episode from now on; this session
+    /// never reissues them.
     pub fn forget(&mut self) -> Result<()> {
         if let Some(store) = self.runtime.store() {
             store.forget(&self.user)?;
         }
-        self.learner = self.fresh_learner()?;
+        let mut l = self.fresh_learner()?;
+        l.forget_episodes();
+        self.learner = l;
+        self.reserved_ids = 0;
         self.created_unix = now_unix();
         Ok(())
     }

@@ -9,6 +9,7 @@ use super::error::StoreError;
 use super::files::{self, Entry};
 use super::fingerprint::ModelFingerprint;
 use super::format::{decode, encode};
+use super::pending::PendingRecord;
 use super::record::AdapterRecord;
 use super::report::{LoadReport, RollbackTarget, SkippedVersion, VersionInfo, VersionKind};
 use super::user_id;
@@ -36,6 +37,9 @@ pub struct AdapterStore {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// The file in a user's directory that holds pending episodes and the id reservation.
+pub const PENDING_FILE: &str = "pending.attune";
 
 /// Maps a record that fails validation on its way in to an invalid argument.
 fn invalid(e: StoreError) -> Error {
@@ -327,6 +331,29 @@ impl AdapterStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io(&dir, e)),
         }
+    }
+
+    /// Writes `user`'s pending episodes and id reservation (`pending.attune`, replaced
+    /// atomically). With `durable` the write is fsynced; the runtime asks for that whenever the
+    /// id reservation grows, so a crash can lose pending episodes but never reissue an id.
+    pub fn save_pending(&self, user: &str, record: &PendingRecord, durable: bool) -> Result<()> {
+        let dir = self.user_dir(user)?;
+        let bytes = record.encode().map_err(invalid)?;
+        let _io = lock(&self.io);
+        files::ensure_dir(&dir)?;
+        files::write_replace(&dir, PENDING_FILE, &bytes, durable).map(|_| ())
+    }
+
+    /// Reads `user`'s pending episodes: `Ok(None)` when there are none on disk, the inner error
+    /// when the file is damaged (the caller decides what to do with the ids then).
+    pub fn load_pending(&self, user: &str) -> Result<Option<std::result::Result<PendingRecord, StoreError>>> {
+        let dir = self.user_dir(user)?;
+        let path = dir.join(PENDING_FILE);
+        let _io = lock(&self.io);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(files::read_bounded(&path, self.options.max_file_bytes)?.and_then(|b| PendingRecord::decode(&b))))
     }
 
     /// Returns the cache's counters.

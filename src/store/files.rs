@@ -111,6 +111,13 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `dir/name` atomically and durably (see the module docs).
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    write_replace(dir, name, bytes, true)
+}
+
+/// Writes `bytes` to `dir/name` atomically (a complete temporary file renamed over it); with
+/// `durable` also fsynced, file and directory. Without, the new content survives the process
+/// being killed but a power cut may bring back the previous content.
+pub(crate) fn write_replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<PathBuf> {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
     let target = dir.join(name);
@@ -121,10 +128,16 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathB
             .open(&temp)
             .map_err(|e| Error::io(&temp, e))?;
         file.write_all(bytes).map_err(|e| Error::io(&temp, e))?;
-        file.sync_all().map_err(|e| Error::io(&temp, e))?;
+        if durable {
+            file.sync_all().map_err(|e| Error::io(&temp, e))?;
+        }
         drop(file);
         fs::rename(&temp, &target).map_err(|e| Error::io(&target, e))?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)
+        } else {
+            Ok(())
+        }
     })();
     if result.is_err() {
         // Best effort: a leftover temporary file is harmless and removed by the next save.

@@ -8,6 +8,7 @@
 //! - `files`: version file names, atomic writes, fsyncs.
 //! - `user_id`: turning untrusted user ids into safe directory names.
 //! - `cache`: the byte-bounded LRU cache.
+//! - `pending`: the user's pending episodes and id reservation ([`PendingRecord`]).
 //! - `adapter_store`: [`AdapterStore`], which ties these together.
 //!
 //! # On disk
@@ -16,6 +17,7 @@
 //! <root>/u616c696365/v0000000007.attune   newest version of user "alice"
 //! <root>/u616c696365/v0000000006.attune   previous versions, up to `keep_versions` in all
 //! <root>/u616c696365/v0000000005.reset    a reset marker: loading stops here
+//! <root>/u616c696365/pending.attune        pending episodes and the episode-id reservation
 //! ```
 //!
 //! Architecture invariants: a user id is never used as a path; a file is only ever replaced by an
@@ -60,13 +62,15 @@ mod error;
 mod files;
 mod fingerprint;
 mod format;
+mod pending;
 mod record;
 mod report;
 mod sha256;
 mod user_id;
 mod wire_v1;
 
-pub use adapter_store::AdapterStore;
+pub use adapter_store::{AdapterStore, PENDING_FILE};
+pub use pending::{PendingEpisode, PendingRecord, PENDING_MAGIC, PENDING_VERSION};
 pub use cache::CacheStats;
 pub use error::StoreError;
 pub use fingerprint::ModelFingerprint;
