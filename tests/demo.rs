@@ -37,11 +37,18 @@ fn real_model_demo_improves_the_callers_preference_within_the_kl_budget() {
         assert!(after >= before + 0.15, "{name}: held-out preference {before} -> {after}");
         assert!(last >= first + 0.1, "{name}: training preference {first} -> {last}");
         assert!(kl.is_finite() && kl <= 0.1 + 1e-9, "{name}: probe KL {kl} over the 0.1 budget");
+        let mut last_lr = None;
         for e in episodes {
             if let Some(r) = e["update"].as_object() {
                 assert!(r["grad_norm"].as_f64().unwrap().is_finite(), "{name}: non-finite gradient norm in {r:?}");
+                last_lr = r["lr"].as_f64();
             }
         }
+        // Near the KL budget steps shrink and beta rises; the learning rate must not collapse
+        // (the demo's lr is 1e-3).
+        let last_lr = last_lr.expect("updates ran");
+        eprintln!("{name}: learning rate after the last update {last_lr:.3e}");
+        assert!(last_lr >= 0.25e-3, "{name}: the learning rate fell to {last_lr}");
     }
     let _ = std::fs::remove_dir_all(&out);
 }

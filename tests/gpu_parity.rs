@@ -7,7 +7,8 @@
 //! ties broken by the same selection call). The CPU's dense f32 path ranks the whole vocabulary and
 //! may pick other rows among ties, so it is not the parity reference.
 //!
-//! Without a wgpu adapter each test prints why and skips; with `CI=true` it fails instead.
+//! Without a wgpu adapter each test fails with the command that installs one, unless the GPU tier
+//! is deselected (`ATTUNE_NO_GPU=1`).
 
 mod gpu_support;
 

@@ -246,6 +246,14 @@ fn episode_of_64_tokens_at_full_vocabulary_fits_in_8_mb() {
     assert!(bytes >= 64 * vocab * 2, "the f16 base log-probabilities alone are 6.3 MB");
     assert!(bytes <= 8_000_000, "{bytes} bytes");
     assert_eq!(l.episodes_memory_bytes(), bytes);
+    // Compact (what a held episode keeps once it is not among the newest, and what a restart
+    // restores) and on disk: token ids, behaviour log-probabilities, the sampling settings.
+    let ep = l.episode(id).unwrap();
+    let kept = ep.kept.clone();
+    let compact = attune::learn::Episode::compact_from(id, ep.prompt.clone(), ep.reply.clone(), ep.behaviour.clone(), kept, ep.sampling, ep.kind).unwrap();
+    let disk = attune::runtime::pending_from_learner(&l, l.next_episode_id(), true).encode().unwrap().len();
+    println!("64-token episode, 100-token prompt: resident {bytes} B, compact {} B in RAM, {disk} B on disk", compact.memory_bytes());
+    assert!(compact.memory_bytes() < 4096 && disk < 2048, "compact {} B, disk {disk} B", compact.memory_bytes());
 }
 
 #[test]

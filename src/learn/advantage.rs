@@ -1,4 +1,4 @@
-//! How each algorithm turns a reward into per-token weights `c_t` (`docs/rl.md`, "One surrogate,
+//! How each algorithm turns a reward into per-token weights `c_t` (`docs/learning.md`, "One surrogate,
 //! several algorithms"). Pure functions, so that tests can check them against hand computations.
 
 /// REINFORCE's weight for every token of a reply: `clip((R - b) / sigma, -clip, clip) / T_norm`.

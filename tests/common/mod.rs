@@ -1,4 +1,7 @@
-//! Helpers shared by the integration tests: where the models are, and the skip rule.
+//! Helpers shared by the integration tests: where the models are, and the tier rule. A test never
+//! passes by skipping: a missing component fails it with the command that fixes it, unless its tier
+//! is deselected explicitly (`ATTUNE_FAST_ONLY=1` for the real model, `ATTUNE_NO_GPU=1` for the
+//! wgpu and WebGPU tests).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -18,23 +21,29 @@ pub fn tiny_dir() -> PathBuf {
     d
 }
 
-/// The real SmolLM2 folder, or `None` when the slow tier is switched off (`ATTUNE_FAST_ONLY=1`).
-/// In CI (`CI=true`) a missing real model is a failure, never a silent skip.
+/// The real SmolLM2 folder, or `None` when the slow tier is deselected (`ATTUNE_FAST_ONLY=1`). A
+/// missing real model fails the test.
 pub fn real_dir() -> Option<PathBuf> {
     if std::env::var("ATTUNE_FAST_ONLY").is_ok_and(|v| v == "1") {
-        eprintln!("skipping: ATTUNE_FAST_ONLY=1 (slow tier off)");
+        eprintln!("slow tier deselected (ATTUNE_FAST_ONLY=1)");
         return None;
     }
     let d = root().join("models/smollm2-135m-instruct");
-    if d.join("model.onnx").is_file() {
-        return Some(d);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("real model missing at {} in CI: `make setup` must build it", d.display());
-    }
-    eprintln!("skipping: real model not found at {} (run `make setup`)", d.display());
-    None
+    assert!(d.join("model.onnx").is_file(), "real model missing at {}: run `make setup`", d.display());
+    Some(d)
 }
+
+/// Whether the GPU tier (wgpu and the WebGPU execution provider) is deselected (`ATTUNE_NO_GPU=1`).
+pub fn gpu_deselected() -> bool {
+    let off = std::env::var("ATTUNE_NO_GPU").is_ok_and(|v| v == "1");
+    if off {
+        eprintln!("GPU tier deselected (ATTUNE_NO_GPU=1)");
+    }
+    off
+}
+
+/// What installs the software Vulkan the GPU tier runs on.
+pub const GPU_FIX: &str = "install Mesa's software Vulkan from bookworm-backports (`make test` does: `apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1`), set ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER=1 and XDG_RUNTIME_DIR, or deselect the tier with ATTUNE_NO_GPU=1";
 
 /// Engine configuration for a model folder, CPU, 2 threads.
 pub fn cpu_config(dir: PathBuf) -> EngineConfig {
