@@ -45,7 +45,7 @@ int main(void) {
     EXPECT_OK(attune_session_import(s, data, len));
     attune_bytes_free(bytes);
     EXPECT_STATUS(ATTUNE_STATUS_INVALID_UTF8, attune_session_new(rt, "\xff", &(attune_session *){NULL}));
-    EXPECT_STATUS(ATTUNE_STATUS_UNKNOWN_EPISODE, attune_session_feedback(s, ep, 0.5, NULL)); /* learned already */
+    EXPECT_STATUS(ATTUNE_STATUS_UNKNOWN_EPISODE, attune_session_feedback(s, ep + 100, 0.5, NULL)); /* never issued */
     EXPECT_STATUS(ATTUNE_STATUS_INVALID_JSON, attune_runtime_new("{", &(attune_runtime *){NULL}));
     EXPECT_STATUS(ATTUNE_STATUS_INVALID_ENUM,
                   attune_session_generate(s, 9, "hi", NULL, NULL, NULL, &reply));
