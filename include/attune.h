@@ -146,16 +146,24 @@
 #define ATTUNE_FEEDBACK_QUEUED 0
 
 /**
- * The feedback was accepted but will not be learned from (too many rewards of the same sign in
- * a row); the episode was dropped.
+ * The feedback was accepted but will not be learned from: beyond `learner.max_same_sign_run` (off
+ * by default), or a rating under the `supervised` algorithm without `learner.imitate_rated`. The
+ * episode stays and takes later signals.
  */
 #define ATTUNE_FEEDBACK_IGNORED 1
 
 /**
- * The feedback completed a batch (`learner.auto_update_after`) and an update ran; read its report
- * with `attune_session_last_report`.
+ * The feedback completed a batch (`learner.auto_update_after`) and an update applied a step
+ * (accepted or rolled back by a safeguard); read its report with `attune_session_last_report`.
  */
 #define ATTUNE_FEEDBACK_UPDATED 2
+
+/**
+ * The feedback completed a batch and an update ran but applied no step (no signal, importance
+ * ratios too large, no step inside the trust region); the report says why. A rate-limited update
+ * is `ATTUNE_FEEDBACK_QUEUED` instead: the rewards wait for the next update.
+ */
+#define ATTUNE_FEEDBACK_SKIPPED 3
 
 /**
  * The update's step was applied and passed every safeguard.
@@ -540,9 +548,17 @@ void attune_reply_free(attune_reply *reply);
 /**
  * Gives episode `episode_id` an outcome reward in [-1, 1] (call resolved = 1, caller hung up
  * angry = -1, ...). `*out_outcome` (may be NULL) receives `ATTUNE_FEEDBACK_*`.
+ * Several signals may be given for one reply (an immediate thumbs, a later call outcome and
+ * survey): a signal that arrives before the reply's pending reward was learned is added to it;
+ * one that arrives after the reply was learned from is learned on its own, through the importance
+ * ratio to the adapter that sampled the reply. Episodes stay for later signals until
+ * `learner.episode_ttl_s` (48 h by default) or until `learner.episode_capacity` newer ones exist,
+ * also across `attune_session_rollback`, `_reset`, `_import` and a restart (they are saved in the
+ * store with the user's state).
  * Statuses: `INVALID_REWARD` (NaN, inf or outside [-1, 1]; nothing recorded), `UNKNOWN_EPISODE`
- * (unknown, expired or evicted id), `INVALID_ARGUMENT` (the episode already has feedback), and
- * the update's errors when this feedback triggers one.
+ * (never issued, expired, evicted, or issued before the user was forgotten; the message says
+ * which), `INVALID_ARGUMENT` (the episode is a demonstration), and the update's errors when this
+ * feedback triggers one.
  *
  * # Safety
  * `session` is NULL or a live session; `out_outcome` is NULL or writable.
@@ -757,9 +773,12 @@ attune_status attune_session_new(const attune_runtime *runtime,
                                  attune_session **out_session);
 
 /**
- * Frees a session. Unsaved learning is lost (call `attune_session_save` first). Returns
+ * Frees a session. Unsaved adapter changes are lost (call `attune_session_save` first); pending
+ * episodes are already in the store (with a store configured), so feedback for them can still be
+ * given after the user's next `attune_session_new`, also in a new process. Returns
  * `ATTUNE_STATUS_BUSY` and frees nothing while another call on the session is running (including
- * from inside its own text callback); `attune_session_free(NULL)` returns `ATTUNE_STATUS_OK`.
+ * from inside its own text callback); a pointer that is not a live session (freed already) is
+ * `ATTUNE_STATUS_INVALID_ARGUMENT`; `attune_session_free(NULL)` returns `ATTUNE_STATUS_OK`.
  * Works after the runtime was freed.
  *
  * # Safety
@@ -788,7 +807,9 @@ attune_status attune_session_save(attune_session *session, uint64_t *out_version
 
 /**
  * Goes back `steps_back` (>= 1) saved versions and loads that adapter; the versions in between
- * stay in the history, so a rollback can itself be undone. Pending episodes are kept.
+ * stay in the history, so a rollback can itself be undone. Pending episodes and episode ids are
+ * kept: feedback for a reply generated before the rollback is learned through the importance ratio
+ * to the adapter that sampled it.
  * Statuses: `INVALID_ARGUMENT` (0 steps), `STORE` (not that many versions, or no store).
  *
  * # Safety
@@ -798,7 +819,8 @@ attune_status attune_session_rollback(attune_session *session, uint32_t steps_ba
 
 /**
  * Starts the user over with a fresh adapter. Saved versions stay recoverable with
- * `attune_session_rollback(session, 1)`.
+ * `attune_session_rollback(session, 1)`. Pending episodes and episode ids stay: feedback for a
+ * reply generated before the reset trains the fresh adapter through the importance ratio.
  *
  * # Safety
  * `session` is NULL or a live session.
@@ -807,7 +829,9 @@ attune_status attune_session_reset(attune_session *session);
 
 /**
  * Deletes every saved version of this user's adapter and starts over with a fresh one
- * (forget-me). Without a store only the in-memory adapter is reset.
+ * (forget-me), and drops the pending episodes: feedback for their ids is `UNKNOWN_EPISODE` from
+ * now on, and this session never issues those ids again. Without a store only the in-memory
+ * adapter is reset.
  *
  * # Safety
  * `session` is NULL or a live session.
@@ -827,7 +851,8 @@ attune_status attune_session_export(attune_session *session, attune_bytes **out_
 /**
  * Replaces this user's adapter with exported bytes (`data`, `len`). The bytes are validated
  * before anything is written: corrupt, truncated or other-model bytes return
- * `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`) and change nothing.
+ * `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`) and change nothing. Pending episodes stay, and the
+ * episode-id counter keeps the higher of the session's and the imported one's.
  *
  * # Safety
  * `session` is NULL or a live session; `data` is NULL or readable for `len` bytes.
