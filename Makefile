@@ -1,4 +1,5 @@
-# Attune: one entry point. `make demo` and `make test` each run `make setup` first.
+# Attune: one entry point. `make demo` and `make test` each set everything up first: `make demo` what the
+# demo needs (`setup-demo`, which is also plain `make setup`), `make test` what the tests need (`setup-test`).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -11,12 +12,19 @@ export ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER ?= 1
 export XDG_RUNTIME_DIR ?= /tmp/attune-xdg
 
 
-.PHONY: check-features setup check-system venv ort models build demo test test-fast test-ignored test-python bench bench-peers clean
+.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts bench bench-peers clean
 
-setup: check-system venv ort models build
+setup: setup-demo
+setup-demo: system-demo venv ort models build
+setup-test: system-test venv ort models build
 
-check-system:
-	@bash scripts/check-system.sh
+# The Debian 12 packages each needs, installed when missing (scripts/install-system.sh: as root, through
+# sudo, or it prints the commands); silent when nothing is missing.
+system-demo:
+	@PY='$(PY)' bash scripts/install-system.sh demo
+
+system-test:
+	@PY='$(PY)' bash scripts/install-system.sh test
 
 $(VENV)/.stamp: models/requirements.txt
 	$(PY) -m venv $(VENV)
@@ -34,12 +42,12 @@ models: venv
 build:
 	$(CARGO) build --release --workspace
 
-demo: setup
+demo: setup-demo
 	mkdir -p $$XDG_RUNTIME_DIR
 	$(CARGO) run --release --bin attune -- demo --model $(REAL_MODEL) --out target/demo
 
 # Fast tier (tiny model) and slow tier (real model) together; CI runs this.
-test: setup check-features
+test: test-scripts setup-test check-features
 	mkdir -p $$XDG_RUNTIME_DIR
 	$(CARGO) test --release --workspace
 	$(MAKE) test-c
@@ -50,14 +58,18 @@ test: setup check-features
 check-features:
 	$(CARGO) check --features cuda,tensorrt,coreml,nnapi,qnn,directml,xnnpack
 
-test-fast: setup
+# The system install step's cases, on fake systems (no package is touched).
+test-scripts:
+	@bash scripts/test-install-system.sh
+
+test-fast: setup-test
 	mkdir -p $$XDG_RUNTIME_DIR
 	ATTUNE_FAST_ONLY=1 $(CARGO) test --release --workspace
 
 # The two #[ignore]d tests, run by hand: the timing of one learning update (a measurement, recorded
 # in BENCHMARKS.md) and the full size cross product of the wgpu parity test (about a minute on
 # lavapipe; `make test` runs a representative subset).
-test-ignored: setup
+test-ignored: setup-test
 	mkdir -p $$XDG_RUNTIME_DIR
 	ATTUNE_THREADS=1 $(CARGO) test --release --test learn_timing -- --ignored --nocapture
 	$(CARGO) test --release --test gpu_parity -- --ignored

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::sha256::{hex, Sha256};
+use sha2::{Digest, Sha256};
 
 /// Identifies the base model (graph signature, tokenizer, ...) an adapter was trained against.
 ///
@@ -34,7 +34,7 @@ impl ModelFingerprint {
             h.update(&(part.len() as u64).to_le_bytes());
             h.update(part);
         }
-        ModelFingerprint(h.finish())
+        ModelFingerprint(h.finalize().into())
     }
 
     /// Returns the raw bytes.
@@ -46,15 +46,22 @@ impl ModelFingerprint {
 impl fmt::Display for ModelFingerprint {
     /// Prints the full fingerprint as 64 hex digits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
+        write_hex(f, &self.0)
     }
 }
 
 impl fmt::Debug for ModelFingerprint {
     /// Prints the first 8 bytes in hex, which is enough to tell fingerprints apart in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ModelFingerprint({}..)", hex(&self.0[..8]))
+        f.write_str("ModelFingerprint(")?;
+        write_hex(f, &self.0[..8])?;
+        f.write_str("..)")
     }
+}
+
+/// Writes `bytes` as lower-case hex, two digits per byte.
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
 }
 
 #[cfg(test)]
@@ -68,5 +75,16 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, ModelFingerprint::of_parts(["ab", "c"]));
         assert_eq!(a.to_string().len(), 64);
+    }
+
+    #[test]
+    fn fingerprints_are_stable() {
+        // Computed independently (Python's hashlib): every stored adapter carries this value, so it
+        // must never change.
+        assert_eq!(
+            ModelFingerprint::of_parts(["ab", "c"]).to_string(),
+            "df5910dc307dd66fa749648c40fe299946e0505ec4f97c1e9800e6abfff085e0"
+        );
+        assert_eq!(format!("{:?}", ModelFingerprint::of_parts(["ab", "c"])), "ModelFingerprint(df5910dc307dd66f..)");
     }
 }

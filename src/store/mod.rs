@@ -65,7 +65,6 @@ mod format;
 mod pending;
 mod record;
 mod report;
-mod sha256;
 mod user_id;
 mod wire_v1;
 

@@ -6,7 +6,8 @@
 //! path component of `[0-9a-f-]` plus a one-letter prefix, under 200 bytes, and cannot name `.`,
 //! `..`, a separator, a drive or a device.
 
-use super::sha256::{hex, sha256};
+use sha2::{Digest, Sha256};
+
 use crate::error::{Error, Result};
 
 /// The longest user id accepted, in bytes. Longer ids are refused rather than hashed, so that a
@@ -34,8 +35,19 @@ pub(crate) fn dir_name(user: &str) -> Result<String> {
     if bytes.len() <= DIRECT_MAX_BYTES {
         Ok(format!("u{}", hex(bytes)))
     } else {
-        Ok(format!("h{}-{}", hex(&bytes[..LONG_PREFIX_BYTES]), hex(&sha256(bytes))))
+        Ok(format!("h{}-{}", hex(&bytes[..LONG_PREFIX_BYTES]), hex(&Sha256::digest(bytes))))
     }
+}
+
+/// Lower-case hex of `bytes`, two digits per byte.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a `String` cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 #[cfg(test)]
@@ -62,6 +74,18 @@ mod tests {
         assert_ne!(dir_name("A").unwrap(), dir_name("a").unwrap());
         // The 64-byte direct form and the hashed form cannot collide: different prefixes.
         assert_ne!(dir_name(&"q".repeat(64)).unwrap(), dir_name(&"q".repeat(65)).unwrap());
+    }
+
+    #[test]
+    fn long_ids_keep_a_hex_prefix_and_the_sha256_of_the_whole_id() {
+        // The expected name was computed independently (Python's hashlib); directory names must
+        // never change, or stored adapters would no longer be found.
+        assert_eq!(
+            dir_name(&"y".repeat(100)).unwrap(),
+            "h7979797979797979797979797979797979797979797979797979797979797979-\
+             56846f2db153afa893bd18d0c0bf6e026d9cd3fa0bfa941976b17ff14d3e217a"
+        );
+        assert_eq!(dir_name("alice").unwrap(), "u616c696365");
     }
 
     #[test]

@@ -9,9 +9,15 @@ use std::path::PathBuf;
 use attune::engine::EngineConfig;
 use attune::generate::Model;
 
-/// The project root.
+/// The project root, where `make setup` puts the models. The CLI package's tests (`cli/tests/`)
+/// include this module too, and that package's manifest sits one directory below the root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if env!("CARGO_PKG_NAME") == "attune-cli" {
+        manifest.join("..")
+    } else {
+        manifest
+    }
 }
 
 /// The tiny random-weight model made by `models/make_tiny.py` (always required: `make setup` makes it).

@@ -2,6 +2,8 @@
 //! it, with fewer episodes. The simulated caller's preference must improve on held-out prompts from
 //! the no-adaptation baseline, for REINFORCE and for A2C, with the probe KL inside the budget.
 
+// The workspace's shared test helpers (where the models are, and the tier rule).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
