@@ -12,7 +12,7 @@ export ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER ?= 1
 export XDG_RUNTIME_DIR ?= /tmp/attune-xdg
 
 
-.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts bench bench-peers clean
+.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts check-doc-links bench bench-peers clean
 
 setup: setup-demo
 setup-demo: system-demo venv ort models build
@@ -47,7 +47,7 @@ demo: setup-demo
 	$(CARGO) run --release --bin attune -- demo --model $(REAL_MODEL) --out target/demo
 
 # Fast tier (tiny model) and slow tier (real model) together; CI runs this.
-test: test-scripts setup-test check-features
+test: check-doc-links test-scripts setup-test check-features
 	mkdir -p $$XDG_RUNTIME_DIR
 	$(CARGO) test --release --workspace
 	$(MAKE) test-c
@@ -57,6 +57,10 @@ test: test-scripts setup-test check-features
 # Runtime library carries them).
 check-features:
 	$(CARGO) check --features cuda,tensorrt,coreml,nnapi,qnn,directml,xnnpack
+
+# Every document a tracked file cites exists (scripts/check-doc-links.sh names each missing one).
+check-doc-links:
+	@bash scripts/check-doc-links.sh
 
 # The system install step's cases, on fake systems (no package is touched).
 test-scripts:

@@ -1,5 +1,5 @@
 //! The adapter: a LoRA update on the LM head plus a value head, and the math that trains them
-//! (see `docs/rl.md`).
+//! (see `docs/learning.md`).
 //!
 //! Code map: [`head`] holds the parameters and the logits hook; [`base`] the per-token statistics of
 //! the base policy that make every later pass independent of the vocabulary size; [`math`] the
