@@ -61,7 +61,7 @@ pub struct DemoArgs {
 
 /// Applies `name=value` overrides (dotted names reach into nested settings) to a learner
 /// configuration through its JSON form, so that unknown names and wrong types are refused.
-fn apply_overrides(cfg: &LearnerConfig, sets: &[String]) -> Result<LearnerConfig> {
+pub fn apply_overrides(cfg: &LearnerConfig, sets: &[String]) -> Result<LearnerConfig> {
     let mut v = serde_json::to_value(cfg)?;
     for s in sets {
         let (name, value) = s.split_once('=').with_context(|| format!("--set {s}: expected NAME=VALUE"))?;

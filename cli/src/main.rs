@@ -47,6 +47,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// The adaptation demo: a simulated caller teaches the adapter on the real model.
     Demo(demo::DemoArgs),
+    /// The simulated-user suite: hidden preferences learned from noisy thumbs (and corrections).
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Args, Clone)]
@@ -124,6 +126,7 @@ impl GenArgs {
 
 mod bench;
 mod demo;
+mod eval;
 
 fn main() -> Result<()> {
     // ONNX Runtime warns at every load that the converter's optional `logits_to_keep` input (an
@@ -147,6 +150,7 @@ fn main() -> Result<()> {
         Cmd::Chat { engine, gen, user, store } => chat(&engine, &gen, &user, store)?,
         Cmd::Bench(args) => bench::run(args)?,
         Cmd::Demo(args) => demo::run(args)?,
+        Cmd::Eval(args) => eval::run(args)?,
     }
     Ok(())
 }

@@ -369,6 +369,14 @@ impl LoraHead {
         Ok(out)
     }
 
+    /// The same adapter with its output factor `B` scaled by `s`: the change of the logits scales
+    /// by `s`, so the KL to the base shrinks with it (about as `s^2` for small changes).
+    pub fn with_b_scaled(&self, s: f32) -> LoraHead {
+        let mut out = self.clone();
+        out.b.mapv_inplace(|x| x * s);
+        out
+    }
+
     pub(crate) fn a_mut(&mut self) -> &mut Array2<f32> {
         &mut self.a
     }

@@ -110,6 +110,9 @@ pub struct UpdateReport {
     /// Step halvings: TRPO's shrinks into its trust region, or those that brought a step back
     /// inside the KL budget on the probes.
     pub backtracks: u32,
+    /// When no halved step fitted the KL budget: the scale of `B` that projected the adapter back
+    /// inside it.
+    pub projected: Option<f64>,
     /// The policy gradient's norm before clipping.
     pub grad_norm: f64,
     /// The value gradient's norm before clipping.
@@ -147,6 +150,7 @@ impl UpdateReport {
             probe: None,
             step_kl: None,
             backtracks: 0,
+            projected: None,
             grad_norm: 0.0,
             value_grad_norm: 0.0,
             critic_used: false,

@@ -14,9 +14,11 @@ use crate::adapter::{GradEpisode, LoraHead};
 use crate::error::{Error, Result};
 
 /// How much `beta` rises when a step breaks the KL budget on the probes.
-const KL_BUDGET_BETA_MULT: f64 = 1.5;
+const KL_BUDGET_BETA_MULT: f64 = 1.2;
 /// The budget raises `beta` to at most this multiple of the configured `beta`.
-const MAX_BETA_MULT: f64 = 20.0;
+const MAX_BETA_MULT: f64 = 5.0;
+/// The scales of `B` tried, in order, to project a step back inside the KL budget.
+const PROJECTION_SCALES: [f32; 4] = [0.9, 0.8, 0.65, 0.5];
 /// Once the probe KL is below this fraction of the budget again, a raised `beta` decays back
 /// toward the configured value by [`BETA_DECAY`] per accepted update.
 const BETA_RELAX_BELOW: f64 = 0.5;
@@ -307,8 +309,10 @@ impl Learner {
         }
         let mut verdict = self.check(episodes, planned, rep)?;
         if verdict == Some(RollbackReason::KlBudget) {
-            // Near the budget the step shrinks (halved until it fits) and beta rises, rather than
-            // the whole step being undone and the learning rate halved.
+            // Near the budget the step shrinks and beta rises, rather than the whole step being
+            // undone and the learning rate halved: first the step is halved until it fits; if even
+            // the smallest does not, the adapter is projected back inside the budget by scaling its
+            // change of the logits, so learning goes on along the budget's edge.
             self.beta = (self.beta * KL_BUDGET_BETA_MULT).min(self.config.beta.max(1e-3) * MAX_BETA_MULT).max(self.beta);
             let full = self.policy.head.clone();
             for i in 1..=self.config.kl_backtracks {
@@ -317,6 +321,16 @@ impl Learner {
                 verdict = self.check(episodes, planned, rep)?;
                 if verdict != Some(RollbackReason::KlBudget) {
                     break;
+                }
+            }
+            if verdict == Some(RollbackReason::KlBudget) {
+                for &s in &PROJECTION_SCALES {
+                    self.policy.head = full.with_b_scaled(s);
+                    verdict = self.check(episodes, planned, rep)?;
+                    if verdict != Some(RollbackReason::KlBudget) {
+                        rep.projected = Some(f64::from(s));
+                        break;
+                    }
                 }
             }
         }
