@@ -26,6 +26,8 @@
  *   - attune_session is used by one thread at a time. This is enforced: a call while another call
  *     on the same session runs (another thread, or the session's own text callback) returns
  *     ATTUNE_STATUS_BUSY at once and does nothing. It never blocks and never races.
+ *   - A user has at most one open session per runtime: attune_session_new for a user whose
+ *     session is open returns ATTUNE_STATUS_BUSY until that session is freed.
  *   - attune_reply, attune_update_report and attune_bytes are immutable: read them from any thread.
  *   - The text callback runs on the thread that called attune_session_generate, before it returns.
  *     The log callback may run on any thread, concurrently. Callbacks must not unwind (C++
@@ -43,7 +45,8 @@
  *     "engine": {"model_dir": "models/tiny", "ort_library": "/path/libonnxruntime.so",
  *                "execution_providers": ["cpu"], "strict_providers": false,
  *                "webgpu_library": null, "threads": 0, "max_context": 0},
- *     "store": {"dir": "/data/attune", "keep_versions": 5, "cache_bytes": 67108864},
+ *     "store": {"dir": "/data/attune", "keep_versions": 5, "cache_bytes": 67108864,
+ *               "encryption_key": null},
  *     "learner": {"algorithm": "reinforce", "lr": 0.0005, "auto_update_after": 1,
  *                 "max_updates_per_minute": 30, "kl_budget": 0.1, "adapter": {"rank": 8}, ...},
  *     "generation": {"max_new_tokens": 128, "stop_strings": [], "stop_tokens": [],
@@ -55,6 +58,8 @@
  * ort_library: without it, ORT_DYLIB_PATH is tried, then .ort/ of the Attune checkout the library
  *   was built in (`make setup` installs ONNX Runtime there), then lib/ next to the executable.
  * store.dir: without it adapters live in memory only (save/export/import return ATTUNE_STATUS_STORE).
+ * store.encryption_key: 32 bytes as 64 hex digits or base64; every store file and export is then
+ *   encrypted (XChaCha20-Poly1305). Another key than the store's: ATTUNE_STATUS_ENCRYPTION_KEY.
  * learner.auto_update_after: an update runs after this many rewards (0: only attune_session_update).
  * generation: the defaults of every generate call; a call's options_json overrides fields of it.
  */
@@ -309,8 +314,9 @@ typedef void (*attune_log_callback)(void *user_data,
 #define ATTUNE_STATUS_INVALID_JSON 5
 
 /**
- * The session is in use by another call (another thread, or this session's own callback).
- * Nothing was done; try again later.
+ * The session is in use by another call (another thread, or this session's own callback), or
+ * (from `attune_session_new`) the user already has an open session on this runtime. Nothing was
+ * done; try again later.
  */
 #define ATTUNE_STATUS_BUSY 6
 
@@ -418,6 +424,19 @@ typedef void (*attune_log_callback)(void *user_data,
  * The GPU compute path failed.
  */
 #define ATTUNE_STATUS_GPU 35
+
+/**
+ * The store or imported bytes were encrypted with another key than `store.encryption_key` (the
+ * message says "wrong encryption key"), or are encrypted and no key is configured.
+ */
+#define ATTUNE_STATUS_ENCRYPTION_KEY 36
+
+/**
+ * The session's user was forgotten (`attune_runtime_forget_user` or `attune_session_forget`)
+ * while the session was open: it goes on in memory but never writes to the store again. Free it;
+ * a session opened afterwards works normally.
+ */
+#define ATTUNE_STATUS_USER_FORGOTTEN 37
 
 #ifdef __cplusplus
 extern "C" {
@@ -712,8 +731,9 @@ attune_status attune_set_log_callback(attune_log_callback callback,
  * `ort_library` is not used). Runtimes may be created concurrently and any number may coexist.
  *
  * On success `*out_runtime` is an owned runtime: free it with `attune_runtime_free`.
- * Statuses: `INVALID_JSON` (not JSON), `CONFIG` (unknown field, bad value), `ORT_LIBRARY`,
- * `MODEL`, `TOKENIZER`, `EXECUTION_PROVIDER`, `STORE`, `IO`, ...
+ * Statuses: `INVALID_JSON` (not JSON), `CONFIG` (unknown field, bad value, a malformed
+ * `store.encryption_key`), `ORT_LIBRARY`, `MODEL`, `TOKENIZER`, `EXECUTION_PROVIDER`, `STORE`,
+ * `IO`, `ENCRYPTION_KEY` (the store was encrypted under another key, or a key is missing), ...
  *
  * # Safety
  * `config_json` is NULL or a NUL-terminated string; `out_runtime` is NULL or writable.
@@ -743,10 +763,12 @@ void attune_runtime_free(attune_runtime *runtime);
 attune_status attune_runtime_context_tokens(const attune_runtime *runtime, size_t *out_tokens);
 
 /**
- * Deletes every saved version of `user_id`'s adapter from the store (forget-me), without opening
- * a session. A session of that user that is open keeps its adapter in memory until it is freed
- * or calls `attune_session_forget`. `*out_existed` (may be NULL) tells whether anything was saved.
- * Without a store nothing is deleted and `*out_existed` is false.
+ * Deletes everything the store holds for `user_id` (forget-me: every saved version of the adapter
+ * and the pending episodes), without opening a session. Final: a session of that user that is
+ * open goes on in memory, but it never writes to the store again (its save, rollback, reset,
+ * export and import return `ATTUNE_STATUS_USER_FORGOTTEN`), so it cannot bring the data back; a
+ * session opened after it is freed works normally. `*out_existed` (may be NULL) tells whether
+ * anything was saved. Without a store nothing is deleted and `*out_existed` is false.
  *
  * # Safety
  * `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;
@@ -761,8 +783,15 @@ attune_status attune_runtime_forget_user(const attune_runtime *runtime,
  * creates a fresh one. The first session of a runtime also measures the base model's probe
  * replies (a few short generations).
  *
+ * One open session per user and runtime: while a session of `user_id` is open on `runtime`,
+ * this returns `ATTUNE_STATUS_BUSY` ("user ... already has an open session on this runtime")
+ * and opens nothing; `attune_session_free` of that session releases the user. (Two sessions of
+ * one user would each learn on their own copy of the adapter, and the last save would drop the
+ * other's learning.)
+ *
  * On success `*out_session` is an owned session: free it with `attune_session_free`.
- * Statuses: `INVALID_ARGUMENT` (empty user id), `STORE`, `CORRUPT_ADAPTER`, `IO`, ...
+ * Statuses: `BUSY` (the user has an open session), `INVALID_ARGUMENT` (empty user id), `STORE`,
+ * `CORRUPT_ADAPTER`, `IO`, ...
  *
  * # Safety
  * `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;
@@ -779,7 +808,8 @@ attune_status attune_session_new(const attune_runtime *runtime,
  * `ATTUNE_STATUS_BUSY` and frees nothing while another call on the session is running (including
  * from inside its own text callback); a pointer that is not a live session (freed already) is
  * `ATTUNE_STATUS_INVALID_ARGUMENT`; `attune_session_free(NULL)` returns `ATTUNE_STATUS_OK`.
- * Works after the runtime was freed.
+ * Works after the runtime was freed. Freeing releases the user: `attune_session_new` for them
+ * works again.
  *
  * # Safety
  * `session` is NULL or a session from `attune_session_new` not yet freed; after
@@ -798,7 +828,10 @@ attune_status attune_session_user_id(const attune_session *session, const char *
 
 /**
  * Saves the adapter as a new version in the store and writes its version number to
- * `*out_version` (may be NULL). Statuses: `STORE` (no store configured, or it failed), `IO`.
+ * `*out_version` (may be NULL). Statuses: `STORE` (no store configured, or it failed), `IO` (a
+ * full disk, a read-only store: the previous version stays as it was and the session keeps
+ * working in memory, so the save may be tried again), `USER_FORGOTTEN` (the user was forgotten
+ * while the session was open).
  *
  * # Safety
  * `session` is NULL or a live session; `out_version` is NULL or writable.
@@ -831,7 +864,9 @@ attune_status attune_session_reset(attune_session *session);
  * Deletes every saved version of this user's adapter and starts over with a fresh one
  * (forget-me), and drops the pending episodes: feedback for their ids is `UNKNOWN_EPISODE` from
  * now on, and this session never issues those ids again. Without a store only the in-memory
- * adapter is reset.
+ * adapter is reset. Final: the session goes on in memory, but it never writes to the store
+ * again (save, rollback, reset, export and import return `ATTUNE_STATUS_USER_FORGOTTEN`); free
+ * it, and a session opened afterwards works normally.
  *
  * # Safety
  * `session` is NULL or a live session.
@@ -840,8 +875,9 @@ attune_status attune_session_forget(attune_session *session);
 
 /**
  * Saves the adapter, then writes it as a self-contained file image (for backup or moving to a
- * new device) to `*out_bytes`: owned, free with `attune_bytes_free`. Statuses: `STORE` (no
- * store configured), `IO`.
+ * new device) to `*out_bytes`: owned, free with `attune_bytes_free`. With `store.encryption_key`
+ * the image is encrypted under that key, so only a store with the same key can import it.
+ * Statuses: `STORE` (no store configured), `IO`, `USER_FORGOTTEN`.
  *
  * # Safety
  * `session` is NULL or a live session; `out_bytes` is NULL or writable.
@@ -851,8 +887,10 @@ attune_status attune_session_export(attune_session *session, attune_bytes **out_
 /**
  * Replaces this user's adapter with exported bytes (`data`, `len`). The bytes are validated
  * before anything is written: corrupt, truncated or other-model bytes return
- * `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`) and change nothing. Pending episodes stay, and the
- * episode-id counter keeps the higher of the session's and the imported one's.
+ * `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`), bytes encrypted under another key than this
+ * store's (or encrypted, with no key configured) `ATTUNE_STATUS_ENCRYPTION_KEY`, and change
+ * nothing. Pending episodes stay, and the episode-id counter keeps the higher of the session's
+ * and the imported one's.
  *
  * # Safety
  * `session` is NULL or a live session; `data` is NULL or readable for `len` bytes.

@@ -64,9 +64,18 @@ pub enum Error {
     /// The GPU (wgpu) path failed; callers fall back to the CPU path.
     #[error("GPU compute: {0}")]
     Gpu(String),
-    /// The object is in use by another thread.
+    /// The object is in use by another thread, or the user already has an open session on this
+    /// runtime.
     #[error("busy: {0}")]
     Busy(String),
+    /// A store file or imported bytes were encrypted with another key than `store.encryption_key`
+    /// (the reason says "wrong encryption key"), or are encrypted and no key is configured.
+    #[error("{path}: {reason}")]
+    EncryptionKey { path: PathBuf, reason: String },
+    /// The session's user was forgotten (forget-me) while the session was open: the session goes
+    /// on in memory but can never write to the store again. A session opened afterwards works.
+    #[error("user forgotten: {0}")]
+    UserForgotten(String),
 }
 
 impl Error {
@@ -103,6 +112,8 @@ impl Error {
             Error::CorruptAdapter { .. } => 33,
             Error::Io { .. } => 34,
             Error::Gpu(_) => 35,
+            Error::EncryptionKey { .. } => 36,
+            Error::UserForgotten(_) => 37,
         }
     }
 }

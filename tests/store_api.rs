@@ -8,6 +8,7 @@ use std::path::Path;
 
 use attune::store::{
     encode, seal_raw, AdapterStore, RollbackTarget, StoreError, VersionKind, MAX_USER_ID_BYTES,
+    STORE_KEY_FILE,
 };
 use attune::Error;
 use proptest::prelude::*;
@@ -265,18 +266,22 @@ fn invalid_records_are_refused() {
     assert!(!store.user_dir("lu").unwrap().exists());
 }
 
-/// Asserts that everything under `root` is a directory of valid encoded-id shape with only
-/// version or temporary files in it, and that nothing escaped next to `root`.
+/// Asserts that everything under `root` is the name secret or a directory of keyed-name shape
+/// with only version or temporary files in it, and that nothing escaped next to `root`.
 fn assert_contained(outer: &Path, root: &Path) {
     let beside: Vec<_> = fs::read_dir(outer).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(beside, vec![root.file_name().unwrap().to_owned()], "files escaped the store");
     for entry in fs::read_dir(root).unwrap() {
         let entry = entry.unwrap();
-        assert!(entry.file_type().unwrap().is_dir());
         let name = entry.file_name().into_string().unwrap();
-        assert!(name.len() < 200, "{name}");
-        assert!(name.starts_with('u') || name.starts_with('h'), "{name}");
-        assert!(name[1..].bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'), "{name}");
+        if name == STORE_KEY_FILE {
+            assert!(entry.file_type().unwrap().is_file());
+            continue;
+        }
+        assert!(entry.file_type().unwrap().is_dir());
+        assert_eq!(name.len(), 65, "{name}");
+        assert!(name.starts_with('k'), "{name}");
+        assert!(name[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{name}");
         for f in fs::read_dir(entry.path()).unwrap() {
             let f = f.unwrap().file_name().into_string().unwrap();
             assert!(f.starts_with('v') && f.len() < 40, "{f}");
@@ -325,11 +330,12 @@ fn hostile_user_ids_stay_inside_the_store() {
     for (i, id) in ids.iter().enumerate() {
         assert_same(&fresh.load(id).unwrap().unwrap(), &sample(i as u64));
     }
-    assert_eq!(fs::read_dir(&root).unwrap().count(), ids.len(), "every id has its own directory");
+    assert_eq!(fs::read_dir(&root).unwrap().count(), ids.len() + 1, "every id has its own directory, beside the name secret");
     for id in &ids {
         assert!(fresh.forget(id).unwrap());
     }
-    assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
+    let left: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![STORE_KEY_FILE], "only the name secret is left");
 
     let huge = "x".repeat(MAX_USER_ID_BYTES + 1);
     for bad in ["", huge.as_str()] {

@@ -61,8 +61,9 @@ fn new_runtime(config_json: &str) -> Outcome<attune_runtime> {
 /// `ort_library` is not used). Runtimes may be created concurrently and any number may coexist.
 ///
 /// On success `*out_runtime` is an owned runtime: free it with `attune_runtime_free`.
-/// Statuses: `INVALID_JSON` (not JSON), `CONFIG` (unknown field, bad value), `ORT_LIBRARY`,
-/// `MODEL`, `TOKENIZER`, `EXECUTION_PROVIDER`, `STORE`, `IO`, ...
+/// Statuses: `INVALID_JSON` (not JSON), `CONFIG` (unknown field, bad value, a malformed
+/// `store.encryption_key`), `ORT_LIBRARY`, `MODEL`, `TOKENIZER`, `EXECUTION_PROVIDER`, `STORE`,
+/// `IO`, `ENCRYPTION_KEY` (the store was encrypted under another key, or a key is missing), ...
 ///
 /// # Safety
 /// `config_json` is NULL or a NUL-terminated string; `out_runtime` is NULL or writable.
@@ -113,10 +114,12 @@ pub unsafe extern "C" fn attune_runtime_context_tokens(runtime: *const attune_ru
     })
 }
 
-/// Deletes every saved version of `user_id`'s adapter from the store (forget-me), without opening
-/// a session. A session of that user that is open keeps its adapter in memory until it is freed
-/// or calls `attune_session_forget`. `*out_existed` (may be NULL) tells whether anything was saved.
-/// Without a store nothing is deleted and `*out_existed` is false.
+/// Deletes everything the store holds for `user_id` (forget-me: every saved version of the adapter
+/// and the pending episodes), without opening a session. Final: a session of that user that is
+/// open goes on in memory, but it never writes to the store again (its save, rollback, reset,
+/// export and import return `ATTUNE_STATUS_USER_FORGOTTEN`), so it cannot bring the data back; a
+/// session opened after it is freed works normally. `*out_existed` (may be NULL) tells whether
+/// anything was saved. Without a store nothing is deleted and `*out_existed` is false.
 ///
 /// # Safety
 /// `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;

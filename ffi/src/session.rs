@@ -81,8 +81,15 @@ pub(crate) unsafe fn lock<'a>(session: *const attune_session) -> Outcome<(&'a at
 /// creates a fresh one. The first session of a runtime also measures the base model's probe
 /// replies (a few short generations).
 ///
+/// One open session per user and runtime: while a session of `user_id` is open on `runtime`,
+/// this returns `ATTUNE_STATUS_BUSY` ("user ... already has an open session on this runtime")
+/// and opens nothing; `attune_session_free` of that session releases the user. (Two sessions of
+/// one user would each learn on their own copy of the adapter, and the last save would drop the
+/// other's learning.)
+///
 /// On success `*out_session` is an owned session: free it with `attune_session_free`.
-/// Statuses: `INVALID_ARGUMENT` (empty user id), `STORE`, `CORRUPT_ADAPTER`, `IO`, ...
+/// Statuses: `BUSY` (the user has an open session), `INVALID_ARGUMENT` (empty user id), `STORE`,
+/// `CORRUPT_ADAPTER`, `IO`, ...
 ///
 /// # Safety
 /// `runtime` is NULL or a live runtime; `user_id` is NULL or a NUL-terminated string;
@@ -109,7 +116,8 @@ pub unsafe extern "C" fn attune_session_new(runtime: *const attune_runtime, user
 /// `ATTUNE_STATUS_BUSY` and frees nothing while another call on the session is running (including
 /// from inside its own text callback); a pointer that is not a live session (freed already) is
 /// `ATTUNE_STATUS_INVALID_ARGUMENT`; `attune_session_free(NULL)` returns `ATTUNE_STATUS_OK`.
-/// Works after the runtime was freed.
+/// Works after the runtime was freed. Freeing releases the user: `attune_session_new` for them
+/// works again.
 ///
 /// # Safety
 /// `session` is NULL or a session from `attune_session_new` not yet freed; after
@@ -153,7 +161,10 @@ pub unsafe extern "C" fn attune_session_user_id(session: *const attune_session, 
 }
 
 /// Saves the adapter as a new version in the store and writes its version number to
-/// `*out_version` (may be NULL). Statuses: `STORE` (no store configured, or it failed), `IO`.
+/// `*out_version` (may be NULL). Statuses: `STORE` (no store configured, or it failed), `IO` (a
+/// full disk, a read-only store: the previous version stays as it was and the session keeps
+/// working in memory, so the save may be tried again), `USER_FORGOTTEN` (the user was forgotten
+/// while the session was open).
 ///
 /// # Safety
 /// `session` is NULL or a live session; `out_version` is NULL or writable.
@@ -208,7 +219,9 @@ pub unsafe extern "C" fn attune_session_reset(session: *mut attune_session) -> a
 /// Deletes every saved version of this user's adapter and starts over with a fresh one
 /// (forget-me), and drops the pending episodes: feedback for their ids is `UNKNOWN_EPISODE` from
 /// now on, and this session never issues those ids again. Without a store only the in-memory
-/// adapter is reset.
+/// adapter is reset. Final: the session goes on in memory, but it never writes to the store
+/// again (save, rollback, reset, export and import return `ATTUNE_STATUS_USER_FORGOTTEN`); free
+/// it, and a session opened afterwards works normally.
 ///
 /// # Safety
 /// `session` is NULL or a live session.
@@ -230,8 +243,9 @@ pub struct attune_bytes {
 }
 
 /// Saves the adapter, then writes it as a self-contained file image (for backup or moving to a
-/// new device) to `*out_bytes`: owned, free with `attune_bytes_free`. Statuses: `STORE` (no
-/// store configured), `IO`.
+/// new device) to `*out_bytes`: owned, free with `attune_bytes_free`. With `store.encryption_key`
+/// the image is encrypted under that key, so only a store with the same key can import it.
+/// Statuses: `STORE` (no store configured), `IO`, `USER_FORGOTTEN`.
 ///
 /// # Safety
 /// `session` is NULL or a live session; `out_bytes` is NULL or writable.
@@ -248,8 +262,10 @@ pub unsafe extern "C" fn attune_session_export(session: *mut attune_session, out
 
 /// Replaces this user's adapter with exported bytes (`data`, `len`). The bytes are validated
 /// before anything is written: corrupt, truncated or other-model bytes return
-/// `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`) and change nothing. Pending episodes stay, and the
-/// episode-id counter keeps the higher of the session's and the imported one's.
+/// `ATTUNE_STATUS_CORRUPT_ADAPTER` (or `STORE`), bytes encrypted under another key than this
+/// store's (or encrypted, with no key configured) `ATTUNE_STATUS_ENCRYPTION_KEY`, and change
+/// nothing. Pending episodes stay, and the episode-id counter keeps the higher of the session's
+/// and the imported one's.
 ///
 /// # Safety
 /// `session` is NULL or a live session; `data` is NULL or readable for `len` bytes.

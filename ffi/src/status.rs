@@ -23,8 +23,9 @@ pub const ATTUNE_STATUS_BUFFER_TOO_SMALL: attune_status = 4;
 /// A JSON argument is not valid JSON or does not have the documented shape (unknown field, wrong
 /// type).
 pub const ATTUNE_STATUS_INVALID_JSON: attune_status = 5;
-/// The session is in use by another call (another thread, or this session's own callback).
-/// Nothing was done; try again later.
+/// The session is in use by another call (another thread, or this session's own callback), or
+/// (from `attune_session_new`) the user already has an open session on this runtime. Nothing was
+/// done; try again later.
 pub const ATTUNE_STATUS_BUSY: attune_status = 6;
 /// The session's runtime was freed with `attune_runtime_free`; only `attune_session_free` is
 /// still useful.
@@ -71,9 +72,16 @@ pub const ATTUNE_STATUS_CORRUPT_ADAPTER: attune_status = 33;
 pub const ATTUNE_STATUS_IO: attune_status = 34;
 /// The GPU compute path failed.
 pub const ATTUNE_STATUS_GPU: attune_status = 35;
+/// The store or imported bytes were encrypted with another key than `store.encryption_key` (the
+/// message says "wrong encryption key"), or are encrypted and no key is configured.
+pub const ATTUNE_STATUS_ENCRYPTION_KEY: attune_status = 36;
+/// The session's user was forgotten (`attune_runtime_forget_user` or `attune_session_forget`)
+/// while the session was open: it goes on in memory but never writes to the store again. Free it;
+/// a session opened afterwards works normally.
+pub const ATTUNE_STATUS_USER_FORGOTTEN: attune_status = 37;
 
 /// Every status and its name, in order.
-const NAMES: [(attune_status, &CStr); 27] = [
+const NAMES: [(attune_status, &CStr); 29] = [
     (ATTUNE_STATUS_OK, c"ATTUNE_STATUS_OK"),
     (ATTUNE_STATUS_NULL_ARGUMENT, c"ATTUNE_STATUS_NULL_ARGUMENT"),
     (ATTUNE_STATUS_INVALID_UTF8, c"ATTUNE_STATUS_INVALID_UTF8"),
@@ -101,6 +109,8 @@ const NAMES: [(attune_status, &CStr); 27] = [
     (ATTUNE_STATUS_CORRUPT_ADAPTER, c"ATTUNE_STATUS_CORRUPT_ADAPTER"),
     (ATTUNE_STATUS_IO, c"ATTUNE_STATUS_IO"),
     (ATTUNE_STATUS_GPU, c"ATTUNE_STATUS_GPU"),
+    (ATTUNE_STATUS_ENCRYPTION_KEY, c"ATTUNE_STATUS_ENCRYPTION_KEY"),
+    (ATTUNE_STATUS_USER_FORGOTTEN, c"ATTUNE_STATUS_USER_FORGOTTEN"),
 ];
 
 /// The name of a status code (`"ATTUNE_STATUS_BUSY"`), or `"ATTUNE_STATUS_UNKNOWN"` for a number
@@ -141,6 +151,8 @@ mod tests {
             (Error::io("p", io), ATTUNE_STATUS_IO),
             (Error::Gpu("x".into()), ATTUNE_STATUS_GPU),
             (Error::Busy("x".into()), ATTUNE_STATUS_BUSY),
+            (Error::EncryptionKey { path: PathBuf::from("a"), reason: "x".into() }, ATTUNE_STATUS_ENCRYPTION_KEY),
+            (Error::UserForgotten("x".into()), ATTUNE_STATUS_USER_FORGOTTEN),
         ];
         for (err, status) in cases {
             assert_eq!(err.code(), status, "{err}");

@@ -3,8 +3,11 @@
 //!
 //! A [`Runtime`] is shared by all threads (`Arc<Runtime>`); a [`UserSession`] belongs to one user and
 //! is used by one thread at a time (`&mut self`). Two users' adapters never mix: each session owns
-//! its learner and adapter.
+//! its learner and adapter. A user has at most one open session per runtime (a second one is
+//! [`Error::Busy`] until the first is dropped), and once a user is forgotten no session that was
+//! open can write their data back ([`Error::UserForgotten`]).
 
+mod claims;
 mod fingerprint;
 mod persist;
 mod session;
@@ -18,7 +21,8 @@ use crate::engine::EngineConfig;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Model, Prompt, SamplingConfig, TokenRecord};
 use crate::learn::LearnerConfig;
-use crate::store::{AdapterStore, StoreOptions};
+use crate::store::{AdapterStore, EncryptionKey, StoreOptions};
+use claims::OpenSessions;
 use crate::tokenizer::Message;
 pub use fingerprint::WeightsCheck;
 pub use persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
@@ -40,11 +44,16 @@ pub struct StoreConfig {
     /// Whether every open re-hashes the model's weight files in full; otherwise a hash is reused
     /// while the file's size and modification time are unchanged.
     pub verify_weights: bool,
+    /// The host's key for encryption at rest (JSON: 64 hex digits or base64 of 32 bytes). With it,
+    /// every adapter version, `pending.attune`, the store's name secret and every export are
+    /// sealed with XChaCha20-Poly1305; a store sealed under another key fails to open with
+    /// [`Error::EncryptionKey`] ("wrong encryption key"). `None` (the default) writes plain files.
+    pub encryption_key: Option<EncryptionKey>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { dir: None, keep_versions: 5, cache_bytes: 64 << 20, persist_pending: true, verify_weights: false }
+        StoreConfig { dir: None, keep_versions: 5, cache_bytes: 64 << 20, persist_pending: true, verify_weights: false, encryption_key: None }
     }
 }
 
@@ -119,6 +128,7 @@ pub struct Runtime {
     store: Option<AdapterStore>,
     probes: OnceLock<Vec<TokenRecord>>,
     weights: WeightsCheck,
+    sessions: Arc<OpenSessions>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -142,10 +152,12 @@ impl Runtime {
                 let mut opts = StoreOptions::new(fp);
                 opts.keep_versions = config.store.keep_versions;
                 opts.cache_bytes = config.store.cache_bytes;
+                opts.encryption_key = config.store.encryption_key.clone();
                 Some(AdapterStore::open(dir, opts)?)
             }
         };
-        Ok(Arc::new(Runtime { model, config, store, probes: OnceLock::new(), weights }))
+        let sessions = Arc::new(OpenSessions::default());
+        Ok(Arc::new(Runtime { model, config, store, probes: OnceLock::new(), weights, sessions }))
     }
 
     /// The model.
@@ -168,17 +180,23 @@ impl Runtime {
         self.store.as_ref()
     }
 
-    /// Opens `user`'s session: loads the newest valid adapter or creates a fresh one.
+    /// Opens `user`'s session: loads the newest valid adapter or creates a fresh one. A user has at
+    /// most one open session per runtime: while one is open this fails with [`Error::Busy`]
+    /// ("user ... already has an open session on this runtime"); dropping it releases the user.
     pub fn open_session(self: &Arc<Self>, user: &str) -> Result<UserSession> {
         UserSession::open(Arc::clone(self), user)
     }
 
-    /// Deletes every saved version of `user`'s adapter (forget-me); returns whether any existed.
+    /// Deletes everything the store holds for `user` (forget-me: every adapter version, pending
+    /// episodes, the directory); returns whether anything existed. Final: a session of the user
+    /// that is open goes on in memory, but every later write of it fails with
+    /// [`Error::UserForgotten`], so it can never bring the data back. A session opened afterwards
+    /// starts fresh and works normally.
     pub fn forget(&self, user: &str) -> Result<bool> {
-        match &self.store {
+        self.sessions.forget(user, || match &self.store {
             Some(s) => s.forget(user),
             None => Ok(false),
-        }
+        })
     }
 
     /// The probe records (base model, seeded samples), computed once per runtime.

@@ -5,11 +5,17 @@
 //! every new session past it, so neither a rollback, a reset, an import, a restart nor a crash can
 //! make an id name another reply. Pending episodes are written to the same file after every
 //! change, compact, so feedback given after the app was killed and restarted still trains.
+//!
+//! Disk failures (a full disk, a read-only store) never stop a session: `save` and the other
+//! operations that must reach the disk return the error, while the pending-episode writes that
+//! follow generate and feedback are best effort and only logged; the session keeps learning in
+//! memory either way. A session whose user was forgotten writes nothing at all (see `claims`).
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::claims::SessionClaim;
 use super::persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
 use super::Runtime;
 use crate::error::{Error, Result};
@@ -46,6 +52,9 @@ pub struct UserSession {
     reserved_ids: u64,
     /// Episodes restored from the store when the session opened.
     restored_episodes: usize,
+    /// This session's claim on its user: one open session per user and runtime, and the
+    /// forget-me mark that stops every write.
+    claim: SessionClaim,
 }
 
 impl std::fmt::Debug for UserSession {
@@ -59,8 +68,11 @@ impl UserSession {
         if user.is_empty() {
             return Err(Error::InvalidArgument("user id must not be empty".into()));
         }
+        // Claimed before anything is loaded: a forget that starts after this point marks this
+        // session, so what it loads can never be written back.
+        let claim = runtime.sessions.claim(user)?;
         let learner = Self::fresh_learner_for(&runtime)?;
-        let mut s = UserSession { runtime, user: user.to_string(), learner, created_unix: now_unix(), loaded_version: None, reserved_ids: 0, restored_episodes: 0 };
+        let mut s = UserSession { runtime, user: user.to_string(), learner, created_unix: now_unix(), loaded_version: None, reserved_ids: 0, restored_episodes: 0, claim };
         if let Some(store) = s.runtime.store() {
             if let Some(rec) = store.load(user)? {
                 s.install(&rec)?;
@@ -143,6 +155,11 @@ impl UserSession {
         self.restored_episodes
     }
 
+    /// Whether the user was forgotten while this session was open: it then runs in memory only.
+    pub fn is_forgotten(&self) -> bool {
+        self.claim.is_forgotten()
+    }
+
     /// Makes sure the next id is durably reserved before it is issued.
     fn reserve_ids(&mut self) {
         let next = self.learner.next_episode_id();
@@ -168,6 +185,9 @@ impl UserSession {
 
     fn write_pending(&mut self, reserved: u64, durable: bool) -> Result<()> {
         let Some(store) = self.runtime.store() else { return Ok(()) };
+        // A forgotten user's episodes stay in memory: writing them would bring the user's
+        // directory back.
+        let Ok(_write) = self.claim.writable() else { return Ok(()) };
         let keep = self.runtime.config().store.persist_pending;
         let rec = pending_from_learner(&self.learner, reserved, keep);
         store.save_pending(&self.user, &rec, durable)?;
@@ -247,11 +267,16 @@ impl UserSession {
     }
 
     /// Saves the adapter as a new version (and the pending episodes); returns the version number.
-    /// Without a store this is an error.
+    /// Without a store this is an error; after the user was forgotten it is
+    /// [`Error::UserForgotten`]. A failed write (full disk, read-only store) leaves the previous
+    /// version as it was and the session as it was, so the host may try again later.
     pub fn save(&mut self) -> Result<u64> {
         let store = self.store()?;
         let rec = to_record(&self.learner.snapshot(), self.created_unix)?;
-        let v = store.save(&self.user, rec)?;
+        let v = {
+            let _write = self.claim.writable()?;
+            store.save(&self.user, rec)?
+        };
         self.loaded_version = Some(v);
         let reserved = self.reserved_ids.max(self.learner.next_episode_id());
         if let Err(e) = self.write_pending(reserved, true) {
@@ -265,7 +290,11 @@ impl UserSession {
     /// learned through the importance ratio against the adapter that sampled it.
     pub fn rollback(&mut self, steps_back: usize) -> Result<()> {
         let store = self.store()?;
-        match store.rollback(&self.user, RollbackTarget::StepsBack(steps_back))? {
+        let target = {
+            let _write = self.claim.writable()?;
+            store.rollback(&self.user, RollbackTarget::StepsBack(steps_back))?
+        };
+        match target {
             Some(rec) => self.install(&rec)?,
             None => self.learner = self.fresh_learner()?,
         }
@@ -277,6 +306,7 @@ impl UserSession {
     /// Held episodes and the id counter stay.
     pub fn reset(&mut self) -> Result<()> {
         if let Some(store) = self.runtime.store() {
+            let _write = self.claim.writable()?;
             store.reset(&self.user)?;
         }
         self.learner = self.fresh_learner()?;
@@ -295,7 +325,10 @@ impl UserSession {
     /// Held episodes stay; the id counter keeps the higher of the two.
     pub fn import(&mut self, bytes: &[u8]) -> Result<()> {
         let store = self.store()?;
-        store.import(&self.user, bytes)?;
+        {
+            let _write = self.claim.writable()?;
+            store.import(&self.user, bytes)?;
+        }
         match store.load(&self.user)? {
             Some(rec) => self.install(&rec)?,
             None => return Err(Error::Store("imported adapter could not be loaded back".into())),
@@ -305,12 +338,16 @@ impl UserSession {
     }
 
     /// Deletes every saved version of this user's adapter and their pending episodes, and starts
-    /// over (forget-me). Feedback for the old ids is an unknown episode from now on; this session
-    /// never reissues them.
+    /// over in memory (forget-me). Feedback for the old ids is an unknown episode from now on;
+    /// this session never reissues them. Final: from now on this session writes nothing to the
+    /// store (save, rollback, reset, export and import fail with [`Error::UserForgotten`]); a
+    /// session opened after this one is dropped works normally.
     pub fn forget(&mut self) -> Result<()> {
-        if let Some(store) = self.runtime.store() {
-            store.forget(&self.user)?;
-        }
+        let (runtime, user) = (&self.runtime, &self.user);
+        self.claim.forget(|| match runtime.store() {
+            Some(store) => store.forget(user).map(|_| ()),
+            None => Ok(()),
+        })?;
         let mut l = self.fresh_learner()?;
         l.forget_episodes();
         self.learner = l;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::cache::{Cache, CacheStats};
+use super::crypt;
 use super::error::StoreError;
 use super::files::{self, Entry};
 use super::fingerprint::ModelFingerprint;
@@ -12,14 +13,16 @@ use super::format::{decode, encode};
 use super::pending::PendingRecord;
 use super::record::AdapterRecord;
 use super::report::{LoadReport, RollbackTarget, SkippedVersion, VersionInfo, VersionKind};
+use super::store_key::NameKey;
 use super::user_id;
 use super::StoreOptions;
 use crate::error::{Error, Result};
 
 /// A directory of per-user adapters with version history and an in-memory cache.
 ///
-/// Every user gets a directory named from their encoded id, holding the last
-/// [`StoreOptions::keep_versions`] versions as `v{seq:010}.attune` files. The store is `Send` and
+/// Every user gets a directory named by a keyed hash of their id (see `user_id`), holding the
+/// last [`StoreOptions::keep_versions`] versions as `v{seq:010}.attune` files. With
+/// [`StoreOptions::encryption_key`] every file is sealed (see `crypt`). The store is `Send` and
 /// `Sync`; share it behind an `Arc`.
 ///
 /// Architecture invariant: all disk access happens under one I/O lock, taken before the cache
@@ -28,6 +31,7 @@ use crate::error::{Error, Result};
 pub struct AdapterStore {
     root: PathBuf,
     options: StoreOptions,
+    names: NameKey,
     io: Mutex<()>,
     cache: Mutex<Cache>,
 }
@@ -47,7 +51,10 @@ fn invalid(e: StoreError) -> Error {
 }
 
 impl AdapterStore {
-    /// Opens (creating if needed) the store rooted at `root`.
+    /// Opens (creating if needed) the store rooted at `root`, and its name secret (`.store-key`,
+    /// created at the first open). With an encryption key, a store whose secret was sealed under
+    /// another key fails here with [`Error::EncryptionKey`] ("wrong encryption key"), and so does
+    /// an encrypted store opened without a key.
     pub fn open(root: &Path, options: StoreOptions) -> Result<Self> {
         if options.keep_versions == 0 {
             return Err(Error::Config("store keep_versions must be at least 1".into()));
@@ -56,8 +63,9 @@ impl AdapterStore {
         if !root.is_dir() {
             return Err(Error::Store(format!("{} is not a directory", root.display())));
         }
+        let names = NameKey::load_or_create(root, options.encryption_key.as_ref())?;
         let cache = Mutex::new(Cache::new(options.cache_bytes));
-        Ok(AdapterStore { root: root.to_path_buf(), options, io: Mutex::new(()), cache })
+        Ok(AdapterStore { root: root.to_path_buf(), options, names, io: Mutex::new(()), cache })
     }
 
     /// Returns the store's root directory.
@@ -75,9 +83,50 @@ impl AdapterStore {
         &self.options.fingerprint
     }
 
-    /// Returns the directory that holds `user`'s versions (it may not exist yet).
+    /// Returns the directory that holds `user`'s versions (it may not exist yet). A directory an
+    /// older store made under the legacy hex name is renamed to the keyed name first.
     pub fn user_dir(&self, user: &str) -> Result<PathBuf> {
-        Ok(self.root.join(user_id::dir_name(user)?))
+        user_id::check(user)?;
+        let _io = lock(&self.io);
+        self.dir_locked(user)
+    }
+
+    /// `user`'s directory, moving a legacy hex-named one to its keyed name; the caller holds the
+    /// I/O lock. When the rename fails (a read-only store) the legacy directory is used as it is,
+    /// so that the user's adapters can still be read.
+    fn dir_locked(&self, user: &str) -> Result<PathBuf> {
+        let dir = self.root.join(user_id::dir_name(&self.names, user)?);
+        if dir.exists() {
+            return Ok(dir);
+        }
+        let legacy = self.root.join(user_id::legacy_dir_name(user)?);
+        if !legacy.is_dir() {
+            return Ok(dir);
+        }
+        // The messages below leave the paths out: the legacy name is the id in hex.
+        if let Err(e) = fs::rename(&legacy, &dir) {
+            log::warn!("adapter store: could not rename a legacy user directory to its keyed name ({e}); it is used under its old name");
+            return Ok(legacy);
+        }
+        if let Err(e) = files::sync_dir(&self.root) {
+            log::warn!("adapter store: the rename of a legacy user directory may not be durable yet: {e}");
+        }
+        log::info!("adapter store: moved a user directory from its legacy hex name to its keyed name");
+        Ok(dir)
+    }
+
+    /// Seals a plain file image when the store has an encryption key.
+    fn seal(&self, plain: Vec<u8>) -> Result<Vec<u8>> {
+        match &self.options.encryption_key {
+            Some(key) => crypt::seal(key, &plain),
+            None => Ok(plain),
+        }
+    }
+
+    /// Decodes a file image, unsealing it first when it is sealed.
+    fn decode_file(&self, bytes: &[u8]) -> std::result::Result<AdapterRecord, StoreError> {
+        let plain = crypt::open(self.options.encryption_key.as_ref(), bytes)?;
+        decode(&plain, &self.options.fingerprint)
     }
 
     /// Returns `user`'s adapter from the cache, or loads the newest valid version from disk.
@@ -87,7 +136,7 @@ impl AdapterStore {
     /// [`Error::CorruptAdapter`] (call [`reset`](Self::reset) to start over). An adapter from
     /// another base model or an unreadable format version also fails rather than being skipped.
     pub fn load(&self, user: &str) -> Result<Option<Arc<AdapterRecord>>> {
-        let dir = self.user_dir(user)?;
+        user_id::check(user)?;
         if let Some(hit) = lock(&self.cache).get(user) {
             return Ok(Some(hit));
         }
@@ -100,6 +149,7 @@ impl AdapterStore {
             }
             cache.count_miss();
         }
+        let dir = self.dir_locked(user)?;
         let report = self.read_newest(&dir)?;
         let Some(record) = report.record else {
             if let Some(newest) = report.skipped.first() {
@@ -123,8 +173,9 @@ impl AdapterStore {
     /// Reads `user`'s newest valid version from disk, bypassing and not filling the cache, and
     /// reports which version was used and which were skipped and why.
     pub fn load_report(&self, user: &str) -> Result<LoadReport> {
-        let dir = self.user_dir(user)?;
+        user_id::check(user)?;
         let _io = lock(&self.io);
+        let dir = self.dir_locked(user)?;
         self.read_newest(&dir)
     }
 
@@ -132,9 +183,10 @@ impl AdapterStore {
     /// sequence number. Unsaved changes to the same user in the cache are superseded.
     pub fn save(&self, user: &str, record: impl Into<Arc<AdapterRecord>>) -> Result<u64> {
         let record = record.into();
-        let dir = self.user_dir(user)?;
-        let bytes = encode(&record, &self.options.fingerprint).map_err(invalid)?;
+        user_id::check(user)?;
+        let bytes = self.seal(encode(&record, &self.options.fingerprint).map_err(invalid)?)?;
         let _io = lock(&self.io);
+        let dir = self.dir_locked(user)?;
         let seq = self.write_version(&dir, VersionKind::Adapter, &bytes)?;
         let evicted = lock(&self.cache).insert(user, record, false);
         if let Err(e) = self.write_back(evicted) {
@@ -150,7 +202,7 @@ impl AdapterStore {
     /// fails, the error is returned and the record stays in the cache, still dirty.
     pub fn put(&self, user: &str, record: impl Into<Arc<AdapterRecord>>) -> Result<()> {
         let record = record.into();
-        user_id::dir_name(user)?;
+        user_id::check(user)?;
         record.validate().map_err(invalid)?;
         let _io = lock(&self.io);
         let evicted = lock(&self.cache).insert(user, record, true);
@@ -159,8 +211,9 @@ impl AdapterStore {
 
     /// Writes `user`'s cached adapter if it has unsaved changes; returns whether it did.
     pub fn flush(&self, user: &str) -> Result<bool> {
-        let dir = self.user_dir(user)?;
+        user_id::check(user)?;
         let _io = lock(&self.io);
+        let dir = self.dir_locked(user)?;
         self.flush_locked(user, &dir)
     }
 
@@ -171,7 +224,7 @@ impl AdapterStore {
         let users = lock(&self.cache).dirty_users();
         let (mut written, mut first_err) = (0, None);
         for user in users {
-            match self.user_dir(&user).and_then(|dir| self.flush_locked(&user, &dir)) {
+            match self.dir_locked(&user).and_then(|dir| self.flush_locked(&user, &dir)) {
                 Ok(w) => written += usize::from(w),
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -184,8 +237,9 @@ impl AdapterStore {
     /// Lists `user`'s versions on disk, oldest first, checking each one. Unsaved cache changes
     /// do not appear.
     pub fn list_versions(&self, user: &str) -> Result<Vec<VersionInfo>> {
-        let dir = self.user_dir(user)?;
+        user_id::check(user)?;
         let _io = lock(&self.io);
+        let dir = self.dir_locked(user)?;
         let mut out = Vec::new();
         for entry in files::list_versions(&dir)? {
             let file_bytes =
@@ -212,8 +266,9 @@ impl AdapterStore {
         user: &str,
         target: RollbackTarget,
     ) -> Result<Option<Arc<AdapterRecord>>> {
-        let dir = self.user_dir(user)?;
+        user_id::check(user)?;
         let _io = lock(&self.io);
+        let dir = self.dir_locked(user)?;
         let entries = files::list_versions(&dir)?;
         let chosen = match target {
             RollbackTarget::Version(seq) => {
@@ -264,7 +319,7 @@ impl AdapterStore {
                 Ok(None)
             }
             Some(record) => {
-                let bytes = encode(&record, &self.options.fingerprint).map_err(|e| e.at(&dir))?;
+                let bytes = self.seal(encode(&record, &self.options.fingerprint).map_err(|e| e.at(&dir))?)?;
                 self.write_version(&dir, VersionKind::Adapter, &bytes)?;
                 let record = Arc::new(record);
                 let evicted = lock(&self.cache).insert(user, record.clone(), false);
@@ -277,23 +332,25 @@ impl AdapterStore {
     }
 
     /// Returns `user`'s current adapter as a self-contained file image (current format, this
-    /// store's fingerprint), saving unsaved cache changes first. Fails with [`Error::Store`] if
-    /// the user has no adapter.
+    /// store's fingerprint; sealed under the store's encryption key when it has one), saving
+    /// unsaved cache changes first. Fails with [`Error::Store`] if the user has no adapter.
     pub fn export(&self, user: &str) -> Result<Vec<u8>> {
-        let dir = self.user_dir(user)?;
+        user_id::check(user)?;
         let _io = lock(&self.io);
+        let dir = self.dir_locked(user)?;
         self.flush_locked(user, &dir)?;
         let report = self.read_newest(&dir)?;
         let record = report.record.ok_or_else(|| StoreError::NoAdapter.at(&dir))?;
-        encode(&record, &self.options.fingerprint).map_err(|e| e.at(&dir))
+        self.seal(encode(&record, &self.options.fingerprint).map_err(|e| e.at(&dir))?)
     }
 
     /// Validates `bytes` as an adapter file for this store's base model and, only if it is valid,
-    /// saves it as `user`'s new newest version. Returns the version's sequence number.
+    /// saves it as `user`'s new newest version. Returns the version's sequence number. Sealed
+    /// bytes need this store's encryption key (else [`Error::EncryptionKey`]); plain bytes are
+    /// accepted either way and sealed when saved.
     pub fn import(&self, user: &str, bytes: &[u8]) -> Result<u64> {
-        self.user_dir(user)?;
-        let record = decode(bytes, &self.options.fingerprint)
-            .map_err(|e| e.at(Path::new("<imported bytes>")))?;
+        user_id::check(user)?;
+        let record = self.decode_file(bytes).map_err(|e| e.at(Path::new("<imported bytes>")))?;
         self.save(user, record)
     }
 
@@ -305,8 +362,9 @@ impl AdapterStore {
     /// with no versions, or one already reset, is left untouched. Use [`forget`](Self::forget) to
     /// erase a user's data.
     pub fn reset(&self, user: &str) -> Result<()> {
-        let dir = self.user_dir(user)?;
+        user_id::check(user)?;
         let _io = lock(&self.io);
+        let dir = self.dir_locked(user)?;
         lock(&self.cache).remove(user);
         let entries = files::list_versions(&dir)?;
         match entries.last() {
@@ -317,43 +375,55 @@ impl AdapterStore {
     }
 
     /// Erases everything the store holds for `user`: every version, reset markers, temporary
-    /// files, the user's directory and the cache entry (unsaved changes included). Returns
-    /// whether there was anything on disk.
+    /// files, pending episodes, the user's directory (and one left under a legacy name) and the
+    /// cache entry (unsaved changes included). Returns whether there was anything on disk.
     pub fn forget(&self, user: &str) -> Result<bool> {
-        let dir = self.user_dir(user)?;
+        user_id::check(user)?;
         let _io = lock(&self.io);
         lock(&self.cache).remove(user);
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {
-                files::sync_dir(&self.root)?;
-                Ok(true)
+        let keyed = self.root.join(user_id::dir_name(&self.names, user)?);
+        let legacy = self.root.join(user_id::legacy_dir_name(user)?);
+        let mut existed = false;
+        for dir in [keyed, legacy] {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => existed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&dir, e)),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(&dir, e)),
         }
+        if existed {
+            files::sync_dir(&self.root)?;
+        }
+        Ok(existed)
     }
 
     /// Writes `user`'s pending episodes and id reservation (`pending.attune`, replaced
     /// atomically). With `durable` the write is fsynced; the runtime asks for that whenever the
     /// id reservation grows, so a crash can lose pending episodes but never reissue an id.
     pub fn save_pending(&self, user: &str, record: &PendingRecord, durable: bool) -> Result<()> {
-        let dir = self.user_dir(user)?;
-        let bytes = record.encode().map_err(invalid)?;
+        user_id::check(user)?;
+        let bytes = self.seal(record.encode().map_err(invalid)?)?;
         let _io = lock(&self.io);
-        files::ensure_dir(&dir)?;
-        files::write_replace(&dir, PENDING_FILE, &bytes, durable).map(|_| ())
+        let dir = self.dir_locked(user)?;
+        files::in_dir(&dir, || files::write_replace(&dir, PENDING_FILE, &bytes, durable).map(|_| ()))
     }
 
     /// Reads `user`'s pending episodes: `Ok(None)` when there are none on disk, the inner error
-    /// when the file is damaged (the caller decides what to do with the ids then).
+    /// when the file is damaged (the caller decides what to do with the ids then). A file sealed
+    /// under another key is [`Error::EncryptionKey`], never damage: dropping its episodes would
+    /// lose them for a key mix-up.
     pub fn load_pending(&self, user: &str) -> Result<Option<std::result::Result<PendingRecord, StoreError>>> {
-        let dir = self.user_dir(user)?;
-        let path = dir.join(PENDING_FILE);
+        user_id::check(user)?;
         let _io = lock(&self.io);
+        let path = self.dir_locked(user)?.join(PENDING_FILE);
         if !path.is_file() {
             return Ok(None);
         }
-        Ok(Some(files::read_bounded(&path, self.options.max_file_bytes)?.and_then(|b| PendingRecord::decode(&b))))
+        let key = self.options.encryption_key.as_ref();
+        match files::read_bounded(&path, self.options.max_file_bytes)?.and_then(|b| crypt::open(key, &b)) {
+            Err(e) if e.is_key_problem() => Err(e.at(&path)),
+            plain => Ok(Some(plain.and_then(|b| PendingRecord::decode(&b)))),
+        }
     }
 
     /// Returns the cache's counters.
@@ -365,7 +435,7 @@ impl AdapterStore {
     /// the inner result.
     fn read_entry(&self, entry: &Entry) -> Result<Result<AdapterRecord, StoreError>> {
         Ok(files::read_bounded(&entry.path, self.options.max_file_bytes)?
-            .and_then(|bytes| decode(&bytes, &self.options.fingerprint)))
+            .and_then(|bytes| self.decode_file(&bytes)))
     }
 
     /// Finds the newest usable version in `dir`; the caller holds the I/O lock.
@@ -407,17 +477,19 @@ impl AdapterStore {
 
     /// Writes a new newest version and prunes old ones; the caller holds the I/O lock.
     fn write_version(&self, dir: &Path, kind: VersionKind, bytes: &[u8]) -> Result<u64> {
-        files::ensure_dir(dir)?;
-        files::remove_temp_files(dir);
-        let mut entries = files::list_versions(dir)?;
-        let seq = match entries.last() {
-            None => 1,
-            Some(e) => e.seq.checked_add(1).ok_or_else(|| {
-                Error::Store(format!("{}: version numbers exhausted", dir.display()))
-            })?,
-        };
-        let path = files::write_atomic(dir, &files::version_name(seq, kind), bytes)?;
-        entries.push(Entry { seq, kind, path });
+        let (seq, entries) = files::in_dir(dir, || {
+            files::remove_temp_files(dir);
+            let mut entries = files::list_versions(dir)?;
+            let seq = match entries.last() {
+                None => 1,
+                Some(e) => e.seq.checked_add(1).ok_or_else(|| {
+                    Error::Store(format!("{}: version numbers exhausted", dir.display()))
+                })?,
+            };
+            let path = files::write_atomic(dir, &files::version_name(seq, kind), bytes)?;
+            entries.push(Entry { seq, kind, path });
+            Ok((seq, entries))
+        })?;
         let excess = entries.len().saturating_sub(self.options.keep_versions);
         if excess > 0 {
             // Pruning failures leave an extra old version behind, which is harmless.
@@ -438,6 +510,7 @@ impl AdapterStore {
         let Some(record) = lock(&self.cache).take_dirty(user) else { return Ok(false) };
         let result = encode(&record, &self.options.fingerprint)
             .map_err(|e| e.at(dir))
+            .and_then(|plain| self.seal(plain))
             .and_then(|bytes| self.write_version(dir, VersionKind::Adapter, &bytes));
         match result {
             Ok(_) => Ok(true),
@@ -453,8 +526,8 @@ impl AdapterStore {
     fn write_back(&self, evicted: Vec<(String, Arc<AdapterRecord>)>) -> Result<()> {
         let mut first_err = None;
         for (user, record) in evicted {
-            let result = self.user_dir(&user).and_then(|dir| {
-                let bytes = encode(&record, &self.options.fingerprint).map_err(|e| e.at(&dir))?;
+            let result = self.dir_locked(&user).and_then(|dir| {
+                let bytes = self.seal(encode(&record, &self.options.fingerprint).map_err(|e| e.at(&dir))?)?;
                 self.write_version(&dir, VersionKind::Adapter, &bytes)
             });
             if let Err(e) = result {

@@ -49,6 +49,16 @@ pub enum StoreError {
     /// The requested version is not on disk or is not a valid adapter file.
     #[error("version {seq} does not exist or is not usable")]
     NoSuchVersion { seq: u64 },
+    /// The file was sealed under another encryption key than the one configured.
+    #[error("wrong encryption key: the file was encrypted with another key than store.encryption_key")]
+    WrongKey,
+    /// The file is encrypted and no encryption key is configured.
+    #[error("the file is encrypted and no encryption key is configured (store.encryption_key)")]
+    KeyRequired,
+    /// The file was sealed under the configured key but fails authentication: it was damaged or
+    /// altered after it was written.
+    #[error("encrypted contents fail authentication (damaged or altered)")]
+    AuthFailed,
 }
 
 impl StoreError {
@@ -63,15 +73,26 @@ impl StoreError {
                 | StoreError::TooLarge { .. }
                 | StoreError::Malformed(_)
                 | StoreError::InvalidRecord(_)
+                | StoreError::AuthFailed
         )
     }
 
+    /// True when the configured key does not fit the file (another key, or none). Like a model
+    /// mismatch this is never skipped as damage: every file of the store would be skipped.
+    pub fn is_key_problem(&self) -> bool {
+        matches!(self, StoreError::WrongKey | StoreError::KeyRequired)
+    }
+
     /// Maps this kind onto the crate's error for a file at `path`: file problems become
-    /// [`Error::CorruptAdapter`], missing adapters and versions become [`Error::Store`].
+    /// [`Error::CorruptAdapter`], key problems [`Error::EncryptionKey`], missing adapters and
+    /// versions [`Error::Store`].
     pub(crate) fn at(self, path: &Path) -> Error {
         match self {
             StoreError::NoAdapter | StoreError::NoSuchVersion { .. } => {
                 Error::Store(format!("{}: {self}", path.display()))
+            }
+            StoreError::WrongKey | StoreError::KeyRequired => {
+                Error::EncryptionKey { path: path.to_path_buf(), reason: self.to_string() }
             }
             other => Error::CorruptAdapter { path: path.to_path_buf(), reason: other.to_string() },
         }

@@ -4,7 +4,11 @@
 //! which is fsynced and then renamed over the final name, after which the directory itself is
 //! fsynced so that the rename survives a power cut. A crash at any point leaves either the old set
 //! of versions or the old set plus the complete new one, and at worst a stray temporary file,
-//! which the next save removes.
+//! which the next save removes. A write that fails (a full disk, a read-only file system) removes
+//! its temporary file and leaves the file it would have replaced as it was.
+//!
+//! On Unix every file is created with mode 0600 and every directory with 0700: adapters and
+//! pending episodes are personal data, and nothing but the host process needs to read them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -97,16 +101,32 @@ pub(crate) fn read_bounded(
     Ok(Ok(bytes))
 }
 
-/// Creates `dir` if needed; a new directory is made durable by fsyncing its parent.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
-    match fs::create_dir(dir) {
+/// Creates `dir` (mode 0700 on Unix) if needed and returns whether it did; a new directory is
+/// made durable by fsyncing its parent.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<bool> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
         Ok(()) => match dir.parent() {
-            Some(parent) => sync_dir(parent),
-            None => Ok(()),
+            Some(parent) => sync_dir(parent).map(|()| true),
+            None => Ok(true),
         },
-        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
         Err(e) => Err(Error::io(dir, e)),
     }
+}
+
+/// Runs `write` in `dir`, creating `dir` first if needed. When `write` fails in a directory this
+/// call created, the directory is removed again (if still empty), so that a failed first save
+/// leaves nothing behind: not even a directory that says the user exists.
+pub(crate) fn in_dir<T>(dir: &Path, write: impl FnOnce() -> Result<T>) -> Result<T> {
+    let created = ensure_dir(dir)?;
+    let result = write();
+    if result.is_err() && created {
+        let _ = fs::remove_dir(dir);
+    }
+    result
 }
 
 /// Writes `bytes` to `dir/name` atomically and durably (see the module docs).
@@ -114,19 +134,49 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathB
     write_replace(dir, name, bytes, true)
 }
 
+/// Opens a fresh temporary file in `dir` for writing, mode 0600 on Unix.
+fn create_temp(dir: &Path) -> Result<(PathBuf, File)> {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&temp).map_err(|e| Error::io(&temp, e))?;
+    Ok((temp, file))
+}
+
+/// Writes `bytes` to `dir/name` durably unless that file exists already: returns `false` then,
+/// and leaves it alone. The complete, fsynced temporary file is hard-linked to the name, which
+/// fails if the name is taken; a file system without hard links gets a plain rename instead.
+pub(crate) fn create_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool> {
+    let (temp, mut file) = create_temp(dir)?;
+    let target = dir.join(name);
+    let result = (|| {
+        file.write_all(bytes).map_err(|e| Error::io(&temp, e))?;
+        file.sync_all().map_err(|e| Error::io(&temp, e))?;
+        match fs::hard_link(&temp, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            Err(_) if !target.exists() => {
+                fs::rename(&temp, &target).map_err(|e| Error::io(&target, e))?;
+            }
+            Err(_) => return Ok(false),
+        }
+        sync_dir(dir).map(|()| true)
+    })();
+    // The temporary name is removed in every case: after a link it is a second name of the file.
+    let _ = fs::remove_file(&temp);
+    result
+}
+
 /// Writes `bytes` to `dir/name` atomically (a complete temporary file renamed over it); with
 /// `durable` also fsynced, file and directory. Without, the new content survives the process
 /// being killed but a power cut may bring back the previous content.
 pub(crate) fn write_replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<PathBuf> {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+    let (temp, mut file) = create_temp(dir)?;
     let target = dir.join(name);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Error::io(&temp, e))?;
         file.write_all(bytes).map_err(|e| Error::io(&temp, e))?;
         if durable {
             file.sync_all().map_err(|e| Error::io(&temp, e))?;

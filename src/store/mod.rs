@@ -5,8 +5,11 @@
 //!
 //! - `record`: [`AdapterRecord`], the persisted state, decoupled from runtime types.
 //! - `format` and `wire_v1`: the file format ([`encode`], [`decode`]); bounded decoding.
-//! - `files`: version file names, atomic writes, fsyncs.
-//! - `user_id`: turning untrusted user ids into safe directory names.
+//! - `files`: version file names, atomic writes, fsyncs, private file modes.
+//! - `user_id`: turning untrusted user ids into safe directory names that do not reveal them.
+//! - `store_key`: the store's name secret (`.store-key`) that keys those names.
+//! - `crypt`: optional encryption at rest ([`EncryptionKey`]), an authenticated envelope around
+//!   each file image.
 //! - `cache`: the byte-bounded LRU cache.
 //! - `pending`: the user's pending episodes and id reservation ([`PendingRecord`]).
 //! - `adapter_store`: [`AdapterStore`], which ties these together.
@@ -14,16 +17,24 @@
 //! # On disk
 //!
 //! ```text
-//! <root>/u616c696365/v0000000007.attune   newest version of user "alice"
-//! <root>/u616c696365/v0000000006.attune   previous versions, up to `keep_versions` in all
-//! <root>/u616c696365/v0000000005.reset    a reset marker: loading stops here
-//! <root>/u616c696365/pending.attune        pending episodes and the episode-id reservation
+//! <root>/.store-key                  the name secret (sealed under the encryption key, if any)
+//! <root>/k3f9c…/v0000000007.attune   newest version of one user ("k" + 64 hex digits)
+//! <root>/k3f9c…/v0000000006.attune   previous versions, up to `keep_versions` in all
+//! <root>/k3f9c…/v0000000005.reset    a reset marker: loading stops here
+//! <root>/k3f9c…/pending.attune       pending episodes and the episode-id reservation
 //! ```
 //!
-//! Architecture invariants: a user id is never used as a path; a file is only ever replaced by an
-//! atomic rename of a fully written, fsynced temporary file; nothing is decoded without its
-//! checksum, magic, format version and model fingerprint checked first; no length read from a file
-//! is allocated before it is checked against the bytes present.
+//! A user's directory is `k` + HMAC-SHA256 of the id under the name secret, so no file name
+//! reveals an id; a directory an older store named with the id's hex is renamed at the user's
+//! first access. With an encryption key every file above is sealed (`crypt`); files are mode 0600
+//! and directories 0700.
+//!
+//! Architecture invariants: a user id is never used as a path and cannot be recovered from one; a
+//! file is only ever replaced by an atomic rename of a fully written, fsynced temporary file, and a
+//! write that fails leaves the previous file and no temporary one; nothing is decoded without its
+//! checksum, magic, format version and model fingerprint checked first (and, when sealed, its
+//! authentication tag); no length read from a file is allocated before it is checked against the
+//! bytes present.
 //!
 //! # Example
 //!
@@ -58,6 +69,7 @@
 
 mod adapter_store;
 mod cache;
+mod crypt;
 mod error;
 mod files;
 mod fingerprint;
@@ -65,13 +77,16 @@ mod format;
 mod pending;
 mod record;
 mod report;
+mod store_key;
 mod user_id;
 mod wire_v1;
 
 pub use adapter_store::{AdapterStore, PENDING_FILE};
 pub use pending::{PendingEpisode, PendingRecord, PENDING_MAGIC, PENDING_VERSION};
 pub use cache::CacheStats;
+pub use crypt::{EncryptionKey, SEAL_MAGIC, SEAL_VERSION};
 pub use error::StoreError;
+pub use store_key::STORE_KEY_FILE;
 pub use fingerprint::ModelFingerprint;
 pub use format::{decode, encode, FORMAT_VERSION, MAGIC, OLDEST_READABLE_VERSION};
 #[doc(hidden)]
@@ -94,6 +109,9 @@ pub struct StoreOptions {
     pub cache_bytes: usize,
     /// Files larger than this are treated as damaged without being read (default 256 MiB).
     pub max_file_bytes: u64,
+    /// The key that seals every file the store writes and every export (default `None`: files
+    /// are written plain). See the `crypt` module docs for the envelope.
+    pub encryption_key: Option<EncryptionKey>,
 }
 
 impl StoreOptions {
@@ -104,6 +122,7 @@ impl StoreOptions {
             keep_versions: 5,
             cache_bytes: 64 << 20,
             max_file_bytes: 256 << 20,
+            encryption_key: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 /* The whole lifecycle through the C API on the tiny model: runtime, session, generation with
  * streaming and barge-in, feedback of every kind, automatic and explicit updates with their
  * reports, demonstrations, statistics, save / export / import / rollback / reset / forget, a saved
- * adapter loaded by a new session, and the log callback. */
+ * adapter loaded by a new session (after the first was freed: one open session per user), and the
+ * log callback. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 
@@ -239,13 +240,17 @@ int main(void) {
     EXPECT_OK(attune_session_save(s, &version2));
     CHECK(version2 > version);
 
-    REQUIRE_OK(attune_session_new(rt, "alice", &again));
-    EXPECT_STATUS(ATTUNE_STATUS_BUFFER_TOO_SMALL, attune_session_stats_json(again, NULL, 0, &needed));
+    /* One open session per user and runtime: a second one is refused until the first is freed. */
+    EXPECT_STATUS(ATTUNE_STATUS_BUSY, attune_session_new(rt, "alice", &again));
+    CHECK(again == NULL && strstr(last_error(), "already has an open session") != NULL);
+    EXPECT_OK(attune_session_free(s));
+    s = NULL;
+    REQUIRE_OK(attune_session_new(rt, "alice", &s));
+    EXPECT_STATUS(ATTUNE_STATUS_BUFFER_TOO_SMALL, attune_session_stats_json(s, NULL, 0, &needed));
     stats = (char *)malloc(needed + 1);
-    EXPECT_OK(attune_session_stats_json(again, stats, needed + 1, NULL));
+    EXPECT_OK(attune_session_stats_json(s, stats, needed + 1, NULL));
     CHECK(strstr(stats, "\"updates\":4") != NULL); /* the counters came back from the store */
     free(stats);
-    EXPECT_OK(attune_session_free(again));
 
     /* Rollback, reset, import into another user, forget. */
     EXPECT_OK(attune_session_rollback(s, 1));
