@@ -657,8 +657,10 @@ attune_status attune_session_demonstrate(attune_session *session,
 
 /**
  * Runs an update now on the episodes that have feedback (and demonstrations). Writes the report
- * to `*out_report` (owned: free with `attune_update_report_free`). A skipped update (nothing to
- * learn, rate limited) is `ATTUNE_STATUS_OK` with outcome `ATTUNE_UPDATE_SKIPPED`.
+ * to `*out_report` (owned: free with `attune_update_report_free`). With no reward or
+ * demonstration waiting it returns `ATTUNE_STATUS_LEARNING` and writes nothing; an update that
+ * ran but applied no step (rate limited, no signal, ratios too large) is `ATTUNE_STATUS_OK` with
+ * outcome `ATTUNE_UPDATE_SKIPPED`.
  *
  * # Safety
  * `session` is NULL or a live session; `out_report` is NULL or writable.

@@ -13,17 +13,8 @@ use super::report::{RollbackReason, SkipReason, UpdateOutcome, UpdateReport};
 use crate::adapter::{GradEpisode, LoraHead};
 use crate::error::{Error, Result};
 
-/// How much `beta` rises when a step breaks the KL budget on the probes.
-const KL_BUDGET_BETA_MULT: f64 = 1.2;
-/// The budget raises `beta` to at most this multiple of the configured `beta`.
-const MAX_BETA_MULT: f64 = 5.0;
 /// The scales of `B` tried, in order, to project a step back inside the KL budget.
 const PROJECTION_SCALES: [f32; 4] = [0.9, 0.8, 0.65, 0.5];
-/// Once the probe KL is below this fraction of the budget again, a raised `beta` decays back
-/// toward the configured value by [`BETA_DECAY`] per accepted update.
-const BETA_RELAX_BELOW: f64 = 0.5;
-/// The decay factor of a raised `beta`.
-const BETA_DECAY: f64 = 0.8;
 
 /// What becomes of an applied step.
 enum Verdict {
@@ -249,9 +240,6 @@ impl Learner {
             Verdict::Accept => {
                 self.counters.accepted += 1;
                 self.counters.version += 1;
-                if rep.probe.is_some_and(|p| p.kl < BETA_RELAX_BELOW * cfg.kl_budget) && self.beta > cfg.beta {
-                    self.beta = (self.beta * BETA_DECAY).max(cfg.beta);
-                }
                 let p = &mut self.policy;
                 p.lr = (p.lr * cfg.lr_recovery).min(cfg.lr.max(p.lr));
             }
@@ -309,11 +297,11 @@ impl Learner {
         }
         let mut verdict = self.check(episodes, planned, rep)?;
         if verdict == Some(RollbackReason::KlBudget) {
-            // Near the budget the step shrinks and beta rises, rather than the whole step being
-            // undone and the learning rate halved: first the step is halved until it fits; if even
-            // the smallest does not, the adapter is projected back inside the budget by scaling its
-            // change of the logits, so learning goes on along the budget's edge.
-            self.beta = (self.beta * KL_BUDGET_BETA_MULT).min(self.config.beta.max(1e-3) * MAX_BETA_MULT).max(self.beta);
+            // Near the budget the step shrinks (and beta follows Ziegler's controller), rather than
+            // the whole step being undone and the learning rate halved: first the step is halved
+            // until it fits; if even the smallest does not, the adapter is projected back inside
+            // the budget by scaling its change of the logits, so learning goes on along the
+            // budget's edge.
             let full = self.policy.head.clone();
             for i in 1..=self.config.kl_backtracks {
                 self.policy.head = LoraHead::interpolate(old_head, &full, 0.5f32.powi(i as i32))?;
