@@ -12,7 +12,7 @@ export ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER ?= 1
 export XDG_RUNTIME_DIR ?= /tmp/attune-xdg
 
 
-.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts check-doc-links bench bench-peers clean
+.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts test-offline check-doc-links bench bench-peers clean
 
 setup: setup-demo
 setup-demo: system-demo venv ort models build
@@ -51,7 +51,13 @@ test: check-doc-links test-scripts setup-test check-features
 	mkdir -p $$XDG_RUNTIME_DIR
 	$(CARGO) test --release --workspace
 	$(MAKE) test-c
+	$(MAKE) test-offline
 	$(VPY) -m pytest -q models/test_model.py
+
+# Nothing needs a network: the C phone-call example (generation, learning updates, saves) and a CLI
+# generation run inside a new network namespace with no interface but a downed loopback.
+test-offline: ffi
+	bash scripts/test-offline.sh
 
 # The execution providers behind cargo features compile (they are used only where the loaded ONNX
 # Runtime library carries them).
