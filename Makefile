@@ -165,3 +165,6 @@ test-c: ffi check-header test-c-header
 	done
 	@echo "== test_valgrind (shared library, valgrind)"
 	$(FFI_VALGRIND) $(FFI_OUT)/test_valgrind
+	@echo "== test_adversarial (real model, static library, AddressSanitizer)"
+	$(CC) $(FFI_CFLAGS) $(FFI_ASAN) tests/c/test_adversarial.c -o $(FFI_OUT)/test_adversarial-asan $(FFI_LIB)/libattune.a $(FFI_STATIC_LIBS)
+	ATTUNE_TEST_MODEL=$(REAL_MODEL) $(FFI_ASAN_ENV) $(FFI_OUT)/test_adversarial-asan

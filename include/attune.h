@@ -922,7 +922,10 @@ void attune_bytes_free(attune_bytes *bytes);
  * Copies the session's statistics as a JSON object (NUL-terminated) into `buf` (`len` bytes):
  * `{"user", "pending_episodes", "counters": {"episodes", "feedback", "updates", "accepted",
  * "rolled_back", "skipped", "version", ...}, "rewards": {"count", "sum", "positive", "negative",
- * "recent"}, "beta", "lr", "last_update"}`. When `len` is too small, returns
+ * "recent"}, "beta", "lr", "last_update", "probe": {"kl", "nll", "base_nll", "entropy",
+ * "base_entropy", "tokens"} (the current adapter on the probe replies, or null),
+ * "adapter_finite", "pending_episodes_bytes", "next_episode_id", "restored_episodes"}`. When `len`
+ * is too small, returns
  * `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
  * included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
  *

@@ -311,9 +311,14 @@ pub unsafe extern "C" fn attune_bytes_free(bytes: *mut attune_bytes) {
 }
 
 /// The session's statistics as JSON.
-fn stats_json(user: &str, st: &SessionState) -> Vec<u8> {
+fn stats_json(user: &str, st: &mut SessionState) -> Vec<u8> {
+    // The current adapter measured on the probes (KL to the base, NLL, entropy); `null` when the
+    // measurement fails, which the other fields still report around.
+    let probe = st.session.learner_mut().probe_stats().ok().flatten();
     let l = st.session.learner();
     let v = serde_json::json!({
+        "probe": probe,
+        "adapter_finite": l.adapter().all_finite(),
         "user": user,
         "pending_episodes": l.pending_episodes(),
         "pending_episodes_bytes": l.episodes_memory_bytes(),
@@ -333,7 +338,10 @@ fn stats_json(user: &str, st: &SessionState) -> Vec<u8> {
 /// Copies the session's statistics as a JSON object (NUL-terminated) into `buf` (`len` bytes):
 /// `{"user", "pending_episodes", "counters": {"episodes", "feedback", "updates", "accepted",
 /// "rolled_back", "skipped", "version", ...}, "rewards": {"count", "sum", "positive", "negative",
-/// "recent"}, "beta", "lr", "last_update"}`. When `len` is too small, returns
+/// "recent"}, "beta", "lr", "last_update", "probe": {"kl", "nll", "base_nll", "entropy",
+/// "base_entropy", "tokens"} (the current adapter on the probe replies, or null),
+/// "adapter_finite", "pending_episodes_bytes", "next_episode_id", "restored_episodes"}`. When `len`
+/// is too small, returns
 /// `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
 /// included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
 ///
@@ -344,8 +352,8 @@ fn stats_json(user: &str, st: &SessionState) -> Vec<u8> {
 pub unsafe extern "C" fn attune_session_stats_json(session: *mut attune_session, buf: *mut c_char, len: usize, needed: *mut usize) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promise above.
-        let (s, st) = unsafe { lock(session)? };
-        let json = stats_json(s.user.to_str().unwrap_or_default(), &st);
+        let (s, mut st) = unsafe { lock(session)? };
+        let json = stats_json(s.user.to_str().unwrap_or_default(), &mut st);
         drop(st);
         // SAFETY: the caller's promises above.
         unsafe { fill(&json, buf, len, needed) }
