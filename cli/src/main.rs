@@ -18,19 +18,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Generate one reply and stream it to standard output.
+    /// Generate one reply and stream it to standard output (with --user, through that user's
+    /// adapter, recorded as an episode whose id is printed for later feedback).
     Generate {
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
         gen: GenArgs,
+        /// Generate with this user's adapter from the store.
+        #[arg(long)]
+        user: Option<String>,
         /// The prompt (a user message, or raw text with --raw).
         prompt: String,
         /// Use the prompt as raw text instead of a chat message.
         #[arg(long)]
         raw: bool,
     },
-    /// Interactive chat with streaming replies; /good, /bad and /fix teach the user's adapter.
+    /// Interactive chat with streaming replies; /good, /bad and /fix teach the user's adapter,
+    /// which is saved after every change and on exit.
     Chat {
         #[command(flatten)]
         engine: EngineArgs,
@@ -39,9 +44,16 @@ enum Cmd {
         /// The user whose adapter learns.
         #[arg(long, default_value = "local-user")]
         user: String,
-        /// Adapter store directory (adapters are kept in memory only without it).
+        /// Keep the adapter in memory only (nothing is saved).
         #[arg(long)]
-        store: Option<PathBuf>,
+        no_save: bool,
+    },
+    /// A user's saved adapter: stats, history, rollback, export, import, forget.
+    User {
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(subcommand)]
+        action: UserAction,
     },
     /// Measure prefill and decode speed, time to first token and peak memory.
     Bench(bench::BenchArgs),
@@ -51,35 +63,104 @@ enum Cmd {
     Eval(eval::EvalArgs),
 }
 
+#[derive(Subcommand, Clone)]
+enum UserAction {
+    /// Counters, rewards, pending episodes and saved versions, as JSON.
+    Stats { name: String },
+    /// The saved versions, oldest first.
+    History { name: String },
+    /// Go back this many saved versions (the ones in between stay in the history).
+    Rollback {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+    },
+    /// Write the newest saved adapter to a file.
+    Export { name: String, file: PathBuf },
+    /// Replace the user's adapter with an exported file (validated first).
+    Import { name: String, file: PathBuf },
+    /// Delete everything stored for the user.
+    Forget { name: String },
+}
+
 #[derive(Args, Clone)]
 struct EngineArgs {
-    /// Model folder.
-    #[arg(long, default_value = "models/smollm2-135m-instruct")]
-    model: PathBuf,
+    /// Runtime configuration file: the same JSON as `attune_runtime_new` takes. The flags below
+    /// override what it says.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model folder (default: the configuration's, else models/smollm2-135m-instruct).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Execution providers in order of preference, comma separated (cpu, webgpu, cuda, ...).
-    #[arg(long, default_value = "cpu", value_delimiter = ',')]
-    ep: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    ep: Option<Vec<String>>,
     /// Fail when a listed provider cannot be registered.
     #[arg(long)]
     strict_ep: bool,
     /// Intra-op threads (0: ONNX Runtime's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[arg(long)]
+    threads: Option<usize>,
     /// Path of libonnxruntime (default: ORT_DYLIB_PATH, then make setup's .ort/).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
+    /// Adapter store directory (default: the configuration's, else $XDG_DATA_HOME/attune/adapters
+    /// or ~/.local/share/attune/adapters).
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 impl EngineArgs {
-    fn config(&self) -> EngineConfig {
-        EngineConfig {
-            model_dir: self.model.clone(),
-            ort_library: self.ort_lib.clone(),
-            execution_providers: self.ep.clone(),
-            strict_providers: self.strict_ep,
-            threads: self.threads,
-            ..EngineConfig::default()
+    /// The runtime configuration: the file's, with the flags applied over it.
+    fn runtime_config(&self) -> Result<attune::runtime::RuntimeConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                attune::runtime::RuntimeConfig::from_json(&text).with_context(|| format!("configuration {}", p.display()))?
+            }
+            None => attune::runtime::RuntimeConfig {
+                engine: EngineConfig { model_dir: PathBuf::from("models/smollm2-135m-instruct"), execution_providers: vec!["cpu".into()], ..EngineConfig::default() },
+                ..attune::runtime::RuntimeConfig::default()
+            },
+        };
+        let e = &mut cfg.engine;
+        if let Some(m) = &self.model {
+            e.model_dir = m.clone();
         }
+        if let Some(ep) = &self.ep {
+            e.execution_providers = ep.clone();
+        }
+        if self.strict_ep {
+            e.strict_providers = true;
+        }
+        if let Some(t) = self.threads {
+            e.threads = t;
+        }
+        if let Some(l) = &self.ort_lib {
+            e.ort_library = Some(l.clone());
+        }
+        if let Some(s) = &self.store {
+            cfg.store.dir = Some(s.clone());
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn config(&self) -> Result<EngineConfig> {
+        Ok(self.runtime_config()?.engine)
+    }
+
+    /// The runtime configuration with a store: the configured one, or the per-user default.
+    fn with_store(&self) -> Result<attune::runtime::RuntimeConfig> {
+        let mut cfg = self.runtime_config()?;
+        if cfg.store.dir.is_none() {
+            let base = std::env::var_os("XDG_DATA_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+                .context("no store directory: pass --store DIR (neither XDG_DATA_HOME nor HOME is set)")?;
+            cfg.store.dir = Some(base.join("attune/adapters"));
+        }
+        Ok(cfg)
     }
 }
 
@@ -134,20 +215,33 @@ fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,ort::logging=error")).init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Generate { engine, gen, prompt, raw } => {
-            let model = Model::load(&engine.config())?;
+        Cmd::Generate { engine, gen, prompt, raw, user } => {
             let p = if raw { Prompt::Text(prompt) } else { Prompt::Chat(vec![Message::user(prompt)]) };
             let out = std::io::stdout();
-            let g = model.generate(&p, &gen.options(), None, &mut |piece| {
+            let mut stream = |piece: &str| {
                 let mut o = out.lock();
                 let _ = o.write_all(piece.as_bytes());
                 let _ = o.flush();
                 true
-            })?;
-            println!();
-            log::info!("finish {:?}, {} tokens, {:?}", g.finish, g.tokens.len(), g.timings);
+            };
+            match user {
+                None => {
+                    let model = Model::load(&engine.config()?)?;
+                    let g = model.generate(&p, &gen.options(), None, &mut stream)?;
+                    println!();
+                    log::info!("finish {:?}, {} tokens, {:?}", g.finish, g.tokens.len(), g.timings);
+                }
+                Some(name) => {
+                    let rt = attune::runtime::Runtime::new(engine.with_store()?)?;
+                    let mut s = rt.open_session(&name)?;
+                    let reply = s.generate(&p, &gen.options(), &mut stream)?;
+                    println!();
+                    eprintln!("(episode {} for user {name}; its feedback can be given later)", reply.episode_id);
+                }
+            }
         }
-        Cmd::Chat { engine, gen, user, store } => chat(&engine, &gen, &user, store)?,
+        Cmd::Chat { engine, gen, user, no_save } => chat(&engine, &gen, &user, !no_save)?,
+        Cmd::User { engine, action } => user_cmd(&engine, action)?,
         Cmd::Bench(args) => bench::run(args)?,
         Cmd::Demo(args) => demo::run(args)?,
         Cmd::Eval(args) => eval::run(args)?,
@@ -155,11 +249,60 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, store: Option<PathBuf>) -> Result<()> {
+/// A user's stored adapter, without a chat.
+fn user_cmd(engine: &EngineArgs, action: UserAction) -> Result<()> {
+    use attune::runtime::Runtime;
+    let rt = Runtime::new(engine.with_store()?)?;
+    let store = rt.store().context("no adapter store")?;
+    match action {
+        UserAction::Stats { name } => {
+            let s = rt.open_session(&name)?;
+            let l = s.learner();
+            let versions = store.list_versions(&name)?.len();
+            let v = serde_json::json!({
+                "user": name,
+                "saved_versions": versions,
+                "counters": l.counters(),
+                "rewards": l.history(),
+                "pending_episodes": l.pending_episodes(),
+                "beta": l.beta(),
+                "lr": l.lr(),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        UserAction::History { name } => {
+            for v in store.list_versions(&name)? {
+                println!("v{:<6} {:?} {:>9} bytes  updated {}{}", v.seq, v.kind, v.file_bytes, v.updated_unix.map_or("-".into(), |t| t.to_string()), v.problem.map_or(String::new(), |p| format!("  DAMAGED: {p}")));
+            }
+        }
+        UserAction::Rollback { name, steps } => {
+            let mut s = rt.open_session(&name)?;
+            s.rollback(steps)?;
+            println!("rolled {name} back {steps} version(s)");
+        }
+        UserAction::Export { name, file } => {
+            let bytes = store.export(&name)?;
+            std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+            println!("exported {} bytes to {}", bytes.len(), file.display());
+        }
+        UserAction::Import { name, file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut s = rt.open_session(&name)?;
+            s.import(&bytes)?;
+            println!("imported {} into {name}", file.display());
+        }
+        UserAction::Forget { name } => {
+            let existed = rt.forget(&name)?;
+            println!("{}", if existed { format!("forgot {name}") } else { format!("{name} had nothing stored") });
+        }
+    }
+    Ok(())
+}
+
+fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, save: bool) -> Result<()> {
     use attune::learn::{FeedbackOutcome, Reward};
-    use attune::runtime::{Runtime, RuntimeConfig};
-    let mut cfg = RuntimeConfig { engine: engine.config(), ..RuntimeConfig::default() };
-    cfg.store.dir = store;
+    use attune::runtime::Runtime;
+    let cfg = if save { engine.with_store()? } else { engine.runtime_config()? };
     let rt = Runtime::new(cfg)?;
     let mut session = rt.open_session(user)?;
     let mut history: Vec<Message> = Vec::new();
@@ -167,11 +310,24 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, store: Option<PathBuf>) 
     let stdin = std::io::stdin();
     let mut opts = gen.options();
     if opts.sampling.temperature == 0.0 {
-        // Learning needs sampled replies; greedy chat would train at the learner's temperature.
-        opts.sampling.temperature = 0.7;
+        eprintln!("(greedy replies, as --temperature 0 asks; they are learned at the learner's greedy_tau)");
     }
+    // Saving after every change means an interrupted chat (Ctrl-C, a closed terminal) loses
+    // nothing that was taught.
+    let mut dirty = false;
+    let save_now = |session: &mut attune::runtime::UserSession, dirty: &mut bool| {
+        if rt.store().is_some() && *dirty {
+            match session.save() {
+                Ok(v) => {
+                    *dirty = false;
+                    eprintln!("(saved as version {v})");
+                }
+                Err(e) => eprintln!("(not saved: {e})"),
+            }
+        }
+    };
     eprintln!("attune chat: type a message. /good or /bad rates the last reply, /fix TEXT teaches the reply you wanted,");
-    eprintln!("/reset clears the conversation, /save saves the adapter (with --store), /quit exits.");
+    eprintln!("/reset clears the conversation, /save saves the adapter, /quit exits (the adapter is saved after every change).");
     let report = |o: &FeedbackOutcome| match o {
         FeedbackOutcome::Updated(r) => eprintln!("(update: {:?}, KL {:.4}, grad norm {:.3})", r.outcome, r.mean_kl, r.grad_norm),
         FeedbackOutcome::Queued => eprintln!("(feedback queued)"),
@@ -207,7 +363,11 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, store: Option<PathBuf>) 
         if cmd == "/good" || cmd == "/bad" {
             match &last {
                 Some((id, _)) => match session.feedback(*id, &Reward::thumbs(cmd == "/good")) {
-                    Ok(o) => report(&o),
+                    Ok(o) => {
+                        report(&o);
+                        dirty = true;
+                        save_now(&mut session, &mut dirty);
+                    }
                     Err(e) => eprintln!("({e})"),
                 },
                 None => eprintln!("(no reply to rate yet)"),
@@ -219,7 +379,11 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, store: Option<PathBuf>) 
                 Some((_, ctx)) => {
                     let r = session.demonstrate(&Prompt::Chat(ctx.clone()), fix).and_then(|_| session.update());
                     match r {
-                        Ok(rep) => eprintln!("(learned the correction: {:?}, KL {:.4})", rep.outcome, rep.mean_kl),
+                        Ok(rep) => {
+                            eprintln!("(learned the correction: {:?}, KL {:.4})", rep.outcome, rep.mean_kl);
+                            dirty = true;
+                            save_now(&mut session, &mut dirty);
+                        }
                         Err(e) => eprintln!("({e})"),
                     }
                 }
@@ -240,5 +404,6 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, store: Option<PathBuf>) 
         last = Some((reply.episode_id, history.clone()));
         history.push(Message::assistant(reply.text));
     }
+    save_now(&mut session, &mut dirty);
     Ok(())
 }
