@@ -78,23 +78,7 @@ impl Episode {
         let reply = tokens.iter().map(|r| r.token).collect();
         let behaviour = tokens.iter().map(|r| r.behaviour_logprob).collect();
         let kept = tokens.iter().map(|r| r.kept.clone()).collect();
-        Episode {
-            id,
-            prompt,
-            reply,
-            behaviour,
-            kept,
-            tokens,
-            sampling,
-            created_step,
-            created_unix: now_unix(),
-            kind,
-            weight: 1.0,
-            tau: 0.0,
-            base: Vec::new(),
-            reward: None,
-            learned: 0,
-        }
+        Episode { tokens, created_step, created_unix: now_unix(), ..Self::bare(id, prompt, reply, behaviour, kept, sampling, kind) }
     }
 
     /// A compact episode (restored from storage); [`Episode::make_resident`] rebuilds its records.
@@ -119,7 +103,12 @@ impl Episode {
         if behaviour.iter().any(|x| !x.is_finite()) {
             return Err(Error::InvalidArgument(format!("episode {id}: non-finite behaviour log-probability")));
         }
-        Ok(Episode {
+        Ok(Self::bare(id, prompt, reply, behaviour, kept, sampling, kind))
+    }
+
+    /// A compact episode with nothing learned, no reward and no records.
+    fn bare(id: u64, prompt: Vec<u32>, reply: Vec<u32>, behaviour: Vec<f32>, kept: Vec<Option<Vec<u32>>>, sampling: RecordedSampling, kind: EpisodeKind) -> Episode {
+        Episode {
             id,
             prompt,
             reply,
@@ -135,7 +124,7 @@ impl Episode {
             base: Vec::new(),
             reward: None,
             learned: 0,
-        })
+        }
     }
 
     /// Checks every record against the adapter's vocabulary and hidden size and computes the base

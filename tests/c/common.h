@@ -111,6 +111,29 @@ static inline void remove_tree(const char *path) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", path);
 }
 
+/* A text callback that takes every piece and never stops generation. */
+static inline bool quiet(void *user_data, const char *text, size_t len) {
+    (void)user_data;
+    (void)text;
+    (void)len;
+    return true;
+}
+
+/* Generates a short sampled reply (6 tokens, temperature 1, `seed`) to `prompt` and returns its
+ * episode id, or UINT64_MAX after recording the failure. */
+static inline uint64_t generate_episode(attune_session *s, const char *prompt, int seed) {
+    char options[128];
+    attune_reply *reply = NULL;
+    uint64_t id = UINT64_MAX;
+    snprintf(options, sizeof options, "{\"max_new_tokens\": 6, \"sampling\": {\"temperature\": 1.0, \"seed\": %d}}", seed);
+    EXPECT_OK(attune_session_generate(s, ATTUNE_PROMPT_USER, prompt, options, quiet, NULL, &reply));
+    if (reply) {
+        EXPECT_OK(attune_reply_episode_id(reply, &id));
+        attune_reply_free(reply);
+    }
+    return id;
+}
+
 /* Prints the closing line and returns the exit status. */
 static inline int report_results(const char *name) {
     printf("%s: %d passed, %d failed\n", name, g_passed, g_failed);

@@ -6,25 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "common.h"
 
-static bool quiet(void *user_data, const char *text, size_t len) {
-    (void)user_data;
-    (void)text;
-    (void)len;
-    return true;
-}
-
-static uint64_t gen(attune_session *s, int seed) {
-    char options[128];
-    attune_reply *reply = NULL;
-    uint64_t id = UINT64_MAX;
-    snprintf(options, sizeof options, "{\"max_new_tokens\": 6, \"sampling\": {\"temperature\": 1.0, \"seed\": %d}}", seed);
-    EXPECT_OK(attune_session_generate(s, ATTUNE_PROMPT_USER, "How do I keep my houseplants alive?", options, quiet, NULL, &reply));
-    if (reply) {
-        EXPECT_OK(attune_reply_episode_id(reply, &id));
-        attune_reply_free(reply);
-    }
-    return id;
-}
+static uint64_t gen(attune_session *s, int seed) { return generate_episode(s, "How do I keep my houseplants alive?", seed); }
 
 /* A number from the session's statistics JSON: the value after `key`, searched after the last
  * occurrence of `after` (the top-level "probe" object comes after the one inside "last_update"). */

@@ -10,25 +10,7 @@
 
 #include "common.h"
 
-static bool quiet(void *user_data, const char *text, size_t len) {
-    (void)user_data;
-    (void)text;
-    (void)len;
-    return true;
-}
-
-static uint64_t gen(attune_session *s, int seed) {
-    char options[128];
-    attune_reply *reply = NULL;
-    uint64_t id = UINT64_MAX;
-    snprintf(options, sizeof options, "{\"max_new_tokens\": 6, \"sampling\": {\"temperature\": 1.0, \"seed\": %d}}", seed);
-    EXPECT_OK(attune_session_generate(s, ATTUNE_PROMPT_USER, "Tell me something.", options, quiet, NULL, &reply));
-    if (reply) {
-        EXPECT_OK(attune_reply_episode_id(reply, &id));
-        attune_reply_free(reply);
-    }
-    return id;
-}
+static uint64_t gen(attune_session *s, int seed) { return generate_episode(s, "Tell me something.", seed); }
 
 /* Whether the JSON report of the session's last update lists exactly `id` as its episode. */
 static bool last_update_was(attune_session *s, uint64_t id) {

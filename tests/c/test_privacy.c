@@ -16,13 +16,6 @@
 /* 32 bytes of 0x5a in base64. */
 #define WRONG_KEY_B64 "WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlo="
 
-static bool quiet(void *user_data, const char *text, size_t len) {
-    (void)user_data;
-    (void)text;
-    (void)len;
-    return true;
-}
-
 /* One turn: a reply and a thumbs up for it; returns the reply's status. */
 static attune_status turn(attune_session *s, int seed) {
     char options[128];
