@@ -261,6 +261,9 @@ struct RunLog {
     events_to_90: Option<usize>,
     training_scores: Vec<f64>,
     probe_kl: f64,
+    /// The probes' coherence drift at the end: the base model's NLL of what the adapted policy says
+    /// there over the base policy's own, minus 1.
+    probe_coherence_drift: f64,
     rollbacks: u64,
     ignored_feedback: u64,
     feedback_given: usize,
@@ -323,6 +326,7 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
         events_to_90: reached,
         training_scores: scores,
         probe_kl: probe.kl,
+        probe_coherence_drift: if probe.base_entropy > 0.0 { probe.cross_entropy / probe.base_entropy - 1.0 } else { 0.0 },
         rollbacks: c.rolled_back,
         ignored_feedback: c.ignored_feedback,
         feedback_given: given,
@@ -420,12 +424,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
         for &seed in &a.seeds {
             let r = run_one(&rt, p, seed, &a)?;
             println!(
-                "{:<11} seed {seed}: held-out {:.3} -> {:.3}; events to 90 % {}; probe KL {:.4}; base NLL/token {:.3} -> {:.3}; repeated trigrams {:.3} -> {:.3}; rollbacks {}; ignored {}/{}; corrections {}; {:.0} s",
+                "{:<11} seed {seed}: held-out {:.3} -> {:.3}; events to 90 % {}; probe KL {:.4}; probe coherence drift {:+.3}; base NLL/token {:.3} -> {:.3}; repeated trigrams {:.3} -> {:.3}; rollbacks {}; ignored {}/{}; corrections {}; {:.0} s",
                 r.pref,
                 r.before.score,
                 r.after.score,
                 r.events_to_90.map_or("-".into(), |e| e.to_string()),
                 r.probe_kl,
+                r.probe_coherence_drift,
                 r.before.base_nll,
                 r.after.base_nll,
                 r.before.repeated,

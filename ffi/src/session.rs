@@ -315,6 +315,7 @@ fn stats_json(user: &str, st: &mut SessionState) -> Vec<u8> {
     // The current adapter measured on the probes (KL to the base, NLL, entropy); `null` when the
     // measurement fails, which the other fields still report around.
     let probe = st.session.learner_mut().probe_stats().ok().flatten();
+    let kv = st.session.kv_cache_usage();
     let l = st.session.learner();
     let v = serde_json::json!({
         "probe": probe,
@@ -322,6 +323,7 @@ fn stats_json(user: &str, st: &mut SessionState) -> Vec<u8> {
         "user": user,
         "pending_episodes": l.pending_episodes(),
         "pending_episodes_bytes": l.episodes_memory_bytes(),
+        "kv_cache": {"tokens": kv.0, "bytes": kv.1},
         "next_episode_id": l.next_episode_id(),
         "restored_episodes": st.session.restored_episodes(),
         "counters": l.counters(),
@@ -339,9 +341,10 @@ fn stats_json(user: &str, st: &mut SessionState) -> Vec<u8> {
 /// `{"user", "pending_episodes", "counters": {"episodes", "feedback", "updates", "accepted",
 /// "rolled_back", "skipped", "version", ...}, "rewards": {"count", "sum", "positive", "negative",
 /// "recent"}, "beta", "lr", "last_update", "probe": {"kl", "nll", "base_nll", "entropy",
-/// "base_entropy", "tokens"} (the current adapter on the probe replies, or null),
-/// "adapter_finite", "pending_episodes_bytes", "next_episode_id", "restored_episodes"}`. When `len`
-/// is too small, returns
+/// "base_entropy", "cross_entropy", "tokens"} (the current adapter on the probe replies, or null),
+/// "adapter_finite", "pending_episodes_bytes", "kv_cache": {"tokens", "bytes"} (the conversation's
+/// KV cache kept between chat turns), "next_episode_id", "restored_episodes"}`. When `len` is too
+/// small, returns
 /// `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
 /// included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
 ///

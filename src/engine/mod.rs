@@ -124,6 +124,12 @@ impl Engine {
         self.capacity
     }
 
+    /// Bytes of one sequence's KV cache at full capacity (keys and values of every layer, f32).
+    pub fn kv_bytes_per_sequence(&self) -> usize {
+        let i = &self.info;
+        2 * i.num_layers * i.num_kv_heads * i.head_size * self.capacity * std::mem::size_of::<f32>()
+    }
+
     /// A fresh sequence (empty KV cache) holding up to `capacity()` tokens.
     pub fn new_sequence(&self) -> Result<Sequence> {
         let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
@@ -291,6 +297,24 @@ impl Sequence {
     pub fn reset(&mut self) {
         self.len = 0;
         self.rows = 0;
+    }
+
+    /// Keeps the first `n` cached tokens and forgets the rest, so that a prompt that shares them
+    /// runs only its new tokens; returns how many are kept. A cache bound in place (the CPU
+    /// provider) is cut by its length alone, since positions beyond it are overwritten before they
+    /// are read; other providers hand back presents of one length, which cannot be cut, so their
+    /// cache is reset and 0 is returned.
+    pub fn truncate(&mut self, n: usize) -> usize {
+        if n >= self.len {
+            return self.len;
+        }
+        if self.in_place {
+            self.len = n;
+        } else {
+            self.len = 0;
+        }
+        self.rows = 0;
+        self.len
     }
 
     /// Logits of the last forward call: `rows() x V`, row-major.

@@ -48,11 +48,14 @@ pub struct GenerateOptions {
     pub stop_tokens: Vec<u32>,
     /// Whether to keep a [`TokenRecord`] per generated token (needed for learning).
     pub record: bool,
+    /// In a session, whether a chat prompt reuses the conversation's KV cache from the previous
+    /// turn, prefilling only the tokens after the prefix they share (on by default).
+    pub reuse_kv: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { sampling: SamplingConfig::default(), max_new_tokens: 128, stop_strings: Vec::new(), stop_tokens: Vec::new(), record: false }
+        GenerateOptions { sampling: SamplingConfig::default(), max_new_tokens: 128, stop_strings: Vec::new(), stop_tokens: Vec::new(), record: false, reuse_kv: true }
     }
 }
 
@@ -83,6 +86,10 @@ pub struct Timings {
     pub decode_s: f64,
     /// Number of decode steps timed in `decode_s`.
     pub decode_steps: usize,
+    /// Prompt tokens whose keys and values were already in the conversation's KV cache, so the
+    /// prefill ran only the rest.
+    #[serde(default)]
+    pub reused_tokens: usize,
 }
 
 /// A finished generation.
@@ -102,6 +109,58 @@ pub struct Generation {
     pub finish: FinishReason,
     /// Timings.
     pub timings: Timings,
+}
+
+/// A KV cache kept between the turns of one conversation, with the tokens it holds. The next turn's
+/// prompt runs only its tokens after the longest prefix it shares with them (all of them after an
+/// edit of the history). The cache holds the base model's keys and values only: the adapter acts on
+/// the LM head, after the last layer, so a changed adapter does not invalidate it.
+#[derive(Default)]
+pub struct KvCache {
+    seq: Option<Sequence>,
+    tokens: Vec<u32>,
+}
+
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache").field("tokens", &self.tokens.len()).field("allocated", &self.seq.is_some()).finish()
+    }
+}
+
+impl KvCache {
+    /// Tokens whose keys and values the cache holds.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Whether a sequence (its KV buffers) is allocated.
+    pub fn is_allocated(&self) -> bool {
+        self.seq.is_some()
+    }
+
+    /// Forgets what it holds, keeping the buffers for the next prompt.
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+        if let Some(s) = self.seq.as_mut() {
+            s.reset();
+        }
+    }
+
+    /// Releases the buffers too.
+    pub fn release(&mut self) {
+        self.tokens.clear();
+        self.seq = None;
+    }
+}
+
+/// The length of the longest common prefix of `a` and `b`.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// A model ready to generate: the engine plus its tokenizer.
@@ -277,6 +336,49 @@ impl Model {
         hook: Option<&mut dyn LogitsHook>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        let prompt_tokens = self.checked_prompt(prompt, opts)?;
+        let mut seq = self.take_sequence()?;
+        let result = self.run_loop(&mut seq, prompt_tokens, 0, opts, hook, on_text);
+        self.give_back(seq);
+        result
+    }
+
+    /// [`Model::generate`] in a conversation whose KV cache `cache` keeps between turns: the
+    /// prompt's tokens after the longest prefix it shares with what the cache holds are the only
+    /// ones prefilled (`timings.reused_tokens` says how many were not). Afterwards the cache holds
+    /// the prompt and the reply; after an error it is cleared.
+    pub fn generate_cached(
+        &self,
+        cache: &mut KvCache,
+        prompt: &Prompt,
+        opts: &GenerateOptions,
+        hook: Option<&mut dyn LogitsHook>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let prompt_tokens = self.checked_prompt(prompt, opts)?;
+        let mut seq = match cache.seq.take() {
+            Some(s) => s,
+            None => self.engine.new_sequence()?,
+        };
+        // At least the prompt's last token runs, for the logits of the first reply token.
+        let shared = common_prefix(&cache.tokens, &prompt_tokens).min(prompt_tokens.len() - 1);
+        let kept = seq.truncate(shared);
+        cache.tokens.clear();
+        let result = self.run_loop(&mut seq, prompt_tokens, kept, opts, hook, on_text);
+        if let Ok(g) = &result {
+            // What the cache holds: the prompt and every reply token fed back (the last one drawn
+            // was not).
+            cache.tokens.extend_from_slice(&g.prompt_tokens);
+            cache.tokens.extend_from_slice(&g.tokens[..seq.len() - g.prompt_tokens.len()]);
+        } else {
+            seq.reset();
+        }
+        cache.seq = Some(seq);
+        result
+    }
+
+    /// The prompt's token ids after checking the options and that the prompt fits the context.
+    fn checked_prompt(&self, prompt: &Prompt, opts: &GenerateOptions) -> Result<Vec<u32>> {
         opts.sampling.validate()?;
         if opts.max_new_tokens == 0 {
             return Err(Error::InvalidArgument("max_new_tokens must be at least 1".into()));
@@ -289,16 +391,14 @@ impl Model {
         if prompt_tokens.len() + 1 > capacity {
             return Err(Error::ContextOverflow { prompt: prompt_tokens.len(), context: capacity });
         }
-        let mut seq = self.take_sequence()?;
-        let result = self.run_loop(&mut seq, prompt_tokens, opts, hook, on_text);
-        self.give_back(seq);
-        result
+        Ok(prompt_tokens)
     }
 
     fn run_loop(
         &self,
         seq: &mut Sequence,
         prompt_tokens: Vec<u32>,
+        cached: usize,
         opts: &GenerateOptions,
         mut hook: Option<&mut dyn LogitsHook>,
         on_text: &mut dyn FnMut(&str) -> bool,
@@ -317,8 +417,11 @@ impl Model {
         let mut records = Vec::new();
         let mut timings = Timings::default();
 
-        self.engine.forward(seq, &prompt_tokens, false)?;
+        // `seq` already holds the first `cached` prompt tokens.
+        debug_assert_eq!(seq.len(), cached);
+        self.engine.forward(seq, &prompt_tokens[cached..], false)?;
         timings.prefill_s = start.elapsed().as_secs_f64();
+        timings.reused_tokens = cached;
         let mut decode_start = None;
         let finish = loop {
             // The logits of the last position: penalty, record, hook, sample.

@@ -99,8 +99,14 @@ pub struct LearnerConfig {
     pub trpo_max_backtracks: u32,
     /// Roll back when the mean KL to the base on the probe tokens exceeds this (nats per token).
     pub kl_budget: f64,
-    /// Roll back when the probe tokens' NLL rises by more than this fraction of the base NLL.
+    /// Roll back when the probe tokens' NLL under the adapter rises by more than this fraction of
+    /// their base NLL (0: off). Any wanted change of style raises it, so it is off by default;
+    /// `max_coherence_drift` guards coherence instead.
     pub max_nll_drift: f64,
+    /// Roll back when the base model's NLL per token of what the adapted policy says at the probe
+    /// positions (its cross-entropy to the base: entropy plus KL) exceeds the base policy's own
+    /// (its entropy) by more than this fraction (0: off).
+    pub max_coherence_drift: f64,
     /// Roll back when the probe entropy falls by more than this fraction of the base entropy.
     pub max_entropy_drop: f64,
     /// Model or classifier scores are z-scored and clipped to `+-score_clip`.
@@ -164,7 +170,8 @@ impl Default for LearnerConfig {
             trpo_backtrack: 0.8,
             trpo_max_backtracks: 10,
             kl_budget: 0.1,
-            max_nll_drift: 0.02,
+            max_nll_drift: 0.0,
+            max_coherence_drift: 0.1,
             max_entropy_drop: 0.3,
             score_clip: 5.0,
             episode_capacity: 64,
@@ -198,7 +205,6 @@ impl LearnerConfig {
             ("ppo_max_mean_ratio", self.ppo_max_mean_ratio),
             ("trpo_max_kl", self.trpo_max_kl),
             ("kl_budget", self.kl_budget),
-            ("max_nll_drift", self.max_nll_drift),
             ("score_clip", self.score_clip),
         ];
         for (name, x) in positive {
@@ -216,6 +222,11 @@ impl LearnerConfig {
         for (name, x) in unit {
             if !(x > 0.0 && x < 1.0) {
                 return Err(Error::Config(format!("{name} must be in (0, 1), got {x}")));
+            }
+        }
+        for (name, x) in [("max_nll_drift", self.max_nll_drift), ("max_coherence_drift", self.max_coherence_drift)] {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(Error::Config(format!("{name} must be finite and >= 0 (0: off), got {x}")));
             }
         }
         for (name, x) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
@@ -259,6 +270,8 @@ mod tests {
             LearnerConfig { gae_lambda: 1.5, ..LearnerConfig::default() },
             LearnerConfig { beta: -0.1, ..LearnerConfig::default() },
             LearnerConfig { kl_budget: 0.0, ..LearnerConfig::default() },
+            LearnerConfig { max_coherence_drift: -0.1, ..LearnerConfig::default() },
+            LearnerConfig { max_nll_drift: f64::INFINITY, ..LearnerConfig::default() },
             LearnerConfig { episode_capacity: 0, ..LearnerConfig::default() },
             LearnerConfig { lr_recovery: 0.5, ..LearnerConfig::default() },
             LearnerConfig { adapter: LoraConfig { rank: 0, ..LoraConfig::default() }, ..LearnerConfig::default() },

@@ -64,6 +64,7 @@ pub fn summarise(evals: &[TokenEval]) -> ProbeStats {
         base_nll: mean(&|e| -e.base_logp),
         entropy: mean(&|e| e.entropy),
         base_entropy: mean(&|e| e.base_entropy),
+        cross_entropy: mean(&|e| e.entropy + e.kl),
         tokens: evals.len(),
     }
 }
@@ -71,7 +72,7 @@ pub fn summarise(evals: &[TokenEval]) -> ProbeStats {
 /// The first budget `stats` break, if any. With `full` false only the KL budget and finiteness are
 /// checked (measurements on the update's own tokens, whose likelihood is meant to move).
 pub fn violation(stats: &ProbeStats, cfg: &LearnerConfig, full: bool) -> Option<RollbackReason> {
-    let all = [stats.kl, stats.nll, stats.base_nll, stats.entropy, stats.base_entropy];
+    let all = [stats.kl, stats.nll, stats.base_nll, stats.entropy, stats.base_entropy, stats.cross_entropy];
     if all.iter().any(|x| !x.is_finite()) {
         return Some(RollbackReason::NonFinite);
     }
@@ -79,8 +80,11 @@ pub fn violation(stats: &ProbeStats, cfg: &LearnerConfig, full: bool) -> Option<
         return Some(RollbackReason::KlBudget);
     }
     if full {
-        if stats.base_nll > 0.0 && (stats.nll - stats.base_nll) / stats.base_nll > cfg.max_nll_drift {
+        if cfg.max_nll_drift > 0.0 && stats.base_nll > 0.0 && (stats.nll - stats.base_nll) / stats.base_nll > cfg.max_nll_drift {
             return Some(RollbackReason::NllDrift);
+        }
+        if cfg.max_coherence_drift > 0.0 && stats.base_entropy > 0.0 && (stats.cross_entropy - stats.base_entropy) / stats.base_entropy > cfg.max_coherence_drift {
+            return Some(RollbackReason::CoherenceDrift);
         }
         if stats.entropy < (1.0 - cfg.max_entropy_drop) * stats.base_entropy {
             return Some(RollbackReason::EntropyDrop);
@@ -168,11 +172,15 @@ mod tests {
 
     #[test]
     fn budgets() {
-        let cfg = LearnerConfig::default();
-        let ok = ProbeStats { kl: 0.01, nll: 2.0, base_nll: 2.0, entropy: 3.0, base_entropy: 3.0, tokens: 4 };
+        let cfg = LearnerConfig { max_nll_drift: 0.02, ..LearnerConfig::default() };
+        let ok = ProbeStats { kl: 0.01, nll: 2.0, base_nll: 2.0, entropy: 3.0, base_entropy: 3.0, cross_entropy: 3.01, tokens: 4 };
         assert_eq!(violation(&ok, &cfg, true), None);
         assert_eq!(violation(&ProbeStats { kl: 0.2, ..ok }, &cfg, true), Some(RollbackReason::KlBudget));
         assert_eq!(violation(&ProbeStats { nll: 2.1, ..ok }, &cfg, true), Some(RollbackReason::NllDrift));
+        assert_eq!(violation(&ProbeStats { nll: 2.1, ..ok }, &LearnerConfig::default(), true), None, "the NLL drift guard is off by default");
+        // A sharper policy on what the base finds likely is coherent; a more random one is not.
+        assert_eq!(violation(&ProbeStats { entropy: 2.5, kl: 0.09, cross_entropy: 2.59, ..ok }, &cfg, true), None);
+        assert_eq!(violation(&ProbeStats { entropy: 3.3, kl: 0.09, cross_entropy: 3.39, ..ok }, &cfg, true), Some(RollbackReason::CoherenceDrift));
         assert_eq!(violation(&ProbeStats { nll: 2.1, ..ok }, &cfg, false), None);
         assert_eq!(violation(&ProbeStats { nll: 1.0, ..ok }, &cfg, true), None, "a falling NLL is not drift");
         assert_eq!(violation(&ProbeStats { entropy: 2.0, ..ok }, &cfg, true), Some(RollbackReason::EntropyDrop));

@@ -12,6 +12,9 @@ pub enum RollbackReason {
     KlBudget,
     /// The probe tokens' NLL rose by more than the allowed fraction.
     NllDrift,
+    /// The base model's NLL of what the adapted policy says at the probes (its cross-entropy to
+    /// the base) rose above the base policy's own by more than the allowed fraction.
+    CoherenceDrift,
     /// The probe entropy fell by more than the allowed fraction.
     EntropyDrop,
     /// A parameter or a measurement was not finite.
@@ -73,6 +76,9 @@ pub struct ProbeStats {
     pub entropy: f64,
     /// The same for the base model.
     pub base_entropy: f64,
+    /// The base model's expected NLL per token of what the adapted policy says at the probe
+    /// positions: `H(p, q) = entropy + kl`; the base policy's own is `base_entropy`.
+    pub cross_entropy: f64,
     /// Probe tokens measured.
     pub tokens: usize,
 }

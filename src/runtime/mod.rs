@@ -76,7 +76,8 @@ pub struct RuntimeConfig {
     /// Prompts whose base-model replies are the probe set for the KL budget and drift checks; empty
     /// uses a built-in set of everyday requests.
     pub probe_prompts: Vec<String>,
-    /// Tokens generated (base model, seeded sampling at the learner's `greedy_tau`) per probe prompt.
+    /// Tokens generated (base model, seeded sampling at the learner's `greedy_tau`) per probe prompt;
+    /// 0 means [`DEFAULT_PROBE_TOKENS`].
     pub probe_tokens: usize,
 }
 
@@ -120,6 +121,11 @@ pub const DEFAULT_PROBES: [&str; 3] = [
     "Write a short reminder to buy milk and bread.",
     "What should I pack for a weekend trip to the mountains?",
 ];
+
+/// Probe tokens per probe prompt by default: replies about as long as real ones, so that the budgets'
+/// per-token means are not dominated by the first tokens of a reply (where a preference about how a
+/// reply opens changes the most).
+pub const DEFAULT_PROBE_TOKENS: usize = 64;
 
 /// A model, an adapter store and the learning settings, shared by every session.
 pub struct Runtime {
@@ -209,7 +215,7 @@ impl Runtime {
         } else {
             self.config.probe_prompts.clone()
         };
-        let n = if self.config.probe_tokens == 0 { 24 } else { self.config.probe_tokens };
+        let n = if self.config.probe_tokens == 0 { DEFAULT_PROBE_TOKENS } else { self.config.probe_tokens };
         // Sampled (seeded) at the training temperature rather than greedy: greedy replies are the
         // base model's most likely tokens, whose tiny NLL makes a relative drift check twitchy.
         let tau = self.config.learner.greedy_tau;

@@ -19,7 +19,7 @@ use super::claims::SessionClaim;
 use super::persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
 use super::Runtime;
 use crate::error::{Error, Result};
-use crate::generate::{FinishReason, GenerateOptions, Prompt, RecordedSampling, Timings};
+use crate::generate::{FinishReason, GenerateOptions, KvCache, Prompt, RecordedSampling, Timings};
 use crate::learn::{Algorithm, FeedbackOutcome, Learner, RecordSource, Reward, UpdateReport};
 use crate::store::RollbackTarget;
 
@@ -55,6 +55,8 @@ pub struct UserSession {
     /// This session's claim on its user: one open session per user and runtime, and the
     /// forget-me mark that stops every write.
     claim: SessionClaim,
+    /// The conversation's KV cache, kept between chat turns (see [`GenerateOptions::reuse_kv`]).
+    kv: KvCache,
 }
 
 impl std::fmt::Debug for UserSession {
@@ -72,7 +74,7 @@ impl UserSession {
         // session, so what it loads can never be written back.
         let claim = runtime.sessions.claim(user)?;
         let learner = Self::fresh_learner_for(&runtime)?;
-        let mut s = UserSession { runtime, user: user.to_string(), learner, created_unix: now_unix(), loaded_version: None, reserved_ids: 0, restored_episodes: 0, claim };
+        let mut s = UserSession { runtime, user: user.to_string(), learner, created_unix: now_unix(), loaded_version: None, reserved_ids: 0, restored_episodes: 0, claim, kv: KvCache::default() };
         if let Some(store) = s.runtime.store() {
             if let Some(rec) = store.load(user)? {
                 s.install(&rec)?;
@@ -205,7 +207,11 @@ impl UserSession {
         let model = self.runtime.model();
         let g = {
             let mut hook = self.learner.adapter();
-            model.generate(prompt, &opts, Some(&mut hook), on_text)?
+            if opts.reuse_kv && matches!(prompt, Prompt::Chat(_)) {
+                model.generate_cached(&mut self.kv, prompt, &opts, Some(&mut hook), on_text)?
+            } else {
+                model.generate(prompt, &opts, Some(&mut hook), on_text)?
+            }
         };
         let n = g.tokens.len();
         let id = self.learner.record_episode(g.prompt_tokens, g.records, g.sampling)?;
@@ -230,6 +236,19 @@ impl UserSession {
         self.reserve_ids();
         self.learner.record_user_text(context, records)?;
         Ok(())
+    }
+
+    /// Tokens the conversation's KV cache holds, and the bytes its buffers take (0 before the first
+    /// chat turn).
+    pub fn kv_cache_usage(&self) -> (usize, usize) {
+        let bytes = if self.kv.is_allocated() { self.runtime.model().engine().kv_bytes_per_sequence() } else { 0 };
+        (self.kv.len(), bytes)
+    }
+
+    /// Forgets the conversation's KV cache (the next chat turn prefills its whole prompt) and frees
+    /// its buffers.
+    pub fn clear_kv_cache(&mut self) {
+        self.kv.release();
     }
 
     /// Generates without recording an episode (for evaluation); the adapter still applies.
@@ -351,6 +370,8 @@ impl UserSession {
         let mut l = self.fresh_learner()?;
         l.forget_episodes();
         self.learner = l;
+        // The conversation is the user's data too.
+        self.kv.release();
         self.reserved_ids = 0;
         self.created_unix = now_unix();
         Ok(())
