@@ -36,6 +36,7 @@ pub mod guard;
 pub mod learner;
 pub mod report;
 pub mod reward;
+pub mod sentiment;
 pub mod state;
 mod update;
 
