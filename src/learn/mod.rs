@@ -30,6 +30,7 @@
 //! ```
 
 pub mod advantage;
+pub mod coherence;
 pub mod config;
 pub mod episode;
 pub mod guard;
@@ -37,6 +38,7 @@ pub mod learner;
 pub mod report;
 pub mod reward;
 pub mod sentiment;
+pub mod sources;
 pub mod state;
 mod update;
 
@@ -44,6 +46,8 @@ pub use config::{Algorithm, LearnerConfig};
 pub use episode::{DropReason, Episode, EpisodeBuffer, EpisodeKind, RecordSource};
 pub use guard::Probes;
 pub use learner::Learner;
-pub use report::{FeedbackOutcome, LossTerms, ProbeStats, RollbackReason, SkipReason, UpdateOutcome, UpdateReport};
-pub use reward::{Reward, RewardSource, Rule, RuleSet, RunningStats, ScoreStats};
+pub use report::{FeedbackOutcome, LossTerms, ProbeStats, RewardPart, RollbackReason, SkipReason, UpdateOutcome, UpdateReport};
+pub use coherence::{CoherenceTerms, CoherenceWeights};
+pub use reward::{Reward, RewardSource, Rule, RuleSet, RunningStats, ScoreStats, SentimentOf};
+pub use sources::RewardsConfig;
 pub use state::{Counters, LearnerState, RewardHistory, STATE_VERSION};
