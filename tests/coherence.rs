@@ -73,6 +73,7 @@ fn natural_replies_rank_above_shuffled_and_repeated_ones() {
     let model = common::load(dir);
     let mut failures = Vec::new();
     let (mut margin_shuffled, mut margin_repeated) = (f64::INFINITY, f64::INFINITY);
+    let mut nll_alone_wrong = 0;
     for (i, (request, reply)) in PAIRS.iter().enumerate() {
         let (natural, n) = coherence(&model, request, reply);
         let shuffled_text = shuffled(reply, i as u64);
@@ -83,6 +84,7 @@ fn natural_replies_rank_above_shuffled_and_repeated_ones() {
             "{i:2}: natural {natural:+.3} (nll {:.3}, rep {:.2}) | shuffled {mixed:+.3} (nll {:.3}) | repeated {looped:+.3} (nll {:.3}, rep {:.2})",
             n.nll, n.repetition, m.nll, l.nll, l.repetition
         );
+        nll_alone_wrong += usize::from(l.nll < n.nll);
         margin_shuffled = margin_shuffled.min(natural - mixed);
         margin_repeated = margin_repeated.min(natural - looped);
         if natural <= mixed {
@@ -92,6 +94,9 @@ fn natural_replies_rank_above_shuffled_and_repeated_ones() {
             failures.push(format!("{reply:?} ({natural:.3}) <= repeated {repeated_text:?} ({looped:.3})"));
         }
     }
-    eprintln!("smallest margins: shuffled {margin_shuffled:.3}, repeated {margin_repeated:.3}");
+    eprintln!("smallest margins: shuffled {margin_shuffled:.3}, repeated {margin_repeated:.3}; NLL alone misranks {nll_alone_wrong} repeated replies");
     assert!(failures.is_empty(), "{} of 40 pairs ranked wrong:\n{}", failures.len(), failures.join("\n"));
+    // Why the repetition term carries weight: the model copies what it has just read, so a
+    // looping reply can be *more* likely than the natural one.
+    assert!(nll_alone_wrong > 0, "the NLL alone ranked every repeated reply below its natural one; the repetition weight's rationale no longer holds");
 }

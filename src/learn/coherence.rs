@@ -12,8 +12,8 @@
 //!   brackets), else 0; unknown when the finish reason is (replies restored after a restart), then 0.
 //!
 //! The repetition weight is larger than the NLL's on purpose: a model that has just seen a phrase
-//! predicts its repetition well (copying), so repeated text has a *lower* NLL than the reply it
-//! repeats, and only the repetition term ranks it below.
+//! predicts its repetition well (copying), so a looping reply can have a *lower* NLL than the reply
+//! it repeats, and then only the repetition term ranks it below (`tests/coherence.rs`).
 
 use serde::{Deserialize, Serialize};
 
