@@ -65,7 +65,7 @@ fn stars(n: u64) -> Outcome<RewardSource> {
 /// Parses a JSON reward (the library's `reward_from_json`): a shape error is `INVALID_JSON`.
 fn reward_from_json(json: &str) -> Outcome<Reward> {
     attune::learn::sources::reward_from_json(json).map_err(|e| match e {
-        attune::Error::Config(m) => Fail::new(ATTUNE_STATUS_INVALID_JSON, m),
+        attune::Error::InvalidArgument(m) => Fail::new(ATTUNE_STATUS_INVALID_JSON, m),
         other => Fail::from(other),
     })
 }

@@ -148,7 +148,7 @@ impl RewardsConfig {
 /// `{"numeric": {"value": 42, "tolerance": 0.5}}`, `{"valid_json": true}`. The checks are compiled
 /// (regular expressions, tolerances) before they are returned.
 pub fn checks_from_json(value: &Value) -> Result<Vec<(f32, Rule)>> {
-    let bad = |why: String| Error::Config(format!("task checks: {why}"));
+    let bad = |why: String| Error::InvalidArgument(format!("task checks: {why}"));
     let Value::Array(items) = value else { return Err(bad("expected a list of checks".into())) };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -229,7 +229,7 @@ impl Signal {
             self.callback.is_some(),
         ];
         if given.iter().filter(|&&g| g).count() != 1 {
-            return Err(Error::Config(format!("reward JSON: each signal needs exactly one of {SIGNALS}")));
+            return Err(Error::InvalidArgument(format!("reward JSON: each signal needs exactly one of {SIGNALS}")));
         }
         let src = if let Some(up) = self.thumbs {
             RewardSource::Thumbs(up)
@@ -245,7 +245,7 @@ impl Signal {
         } else if let Some(s) = self.score {
             RewardSource::Score { source: s.source, value: s.value as f32 }
         } else if let Some(w) = self.coherence {
-            w.validate()?;
+            w.validate().map_err(|e| Error::InvalidArgument(format!("reward JSON: {e}")))?;
             RewardSource::Coherence(w)
         } else if let Some(of) = self.sentiment {
             RewardSource::Sentiment(of)
@@ -254,7 +254,7 @@ impl Signal {
         } else if self.callback == Some(true) {
             RewardSource::Callback
         } else {
-            return Err(Error::Config("reward JSON: \"callback\" takes true".into()));
+            return Err(Error::InvalidArgument("reward JSON: \"callback\" takes true".into()));
         };
         Ok((self.weight, src))
     }
@@ -266,10 +266,10 @@ impl Signal {
 /// with its terms' weights: `{"nll": 1, "repetition": 4, "cutoff": 1, "ngram": 3}`),
 /// `{"sentiment": "reply"}`, `{"sentiment": {"text": "the caller's next message"}}`, `{"task":
 /// [checks]}` (see [`checks_from_json`]), `{"callback": true}`. An empty list asks for the
-/// configured sources alone. Shape errors are [`Error::Config`] (unknown keys name the key),
-/// stars outside 1..=5 [`Error::InvalidReward`].
+/// configured sources alone. Shape errors are [`Error::InvalidArgument`] (unknown keys name the
+/// key), stars outside 1..=5 [`Error::InvalidReward`].
 pub fn reward_from_json(json: &str) -> Result<Reward> {
-    let bad = |e: serde_json::Error| Error::Config(format!("reward JSON: {e}"));
+    let bad = |e: serde_json::Error| Error::InvalidArgument(format!("reward JSON: {e}"));
     let v: Value = serde_json::from_str(json).map_err(bad)?;
     let signals: Vec<Signal> = if v.is_array() { serde_json::from_value(v).map_err(bad)? } else { vec![serde_json::from_value(v).map_err(bad)?] };
     let parts = signals.into_iter().map(Signal::source).collect::<Result<Vec<_>>>()?;
@@ -353,9 +353,10 @@ mod tests {
             (r#"{"callback": false}"#, "takes true"),
             (r#"{"coherence": {}, "thumbs": true}"#, "exactly one"),
             (r#"{"smile": 1}"#, "unknown field `smile`"),
+            (r#"{"coherence": {"ngram": 0}}"#, "ngram"),
         ] {
             let e = reward_from_json(bad).unwrap_err();
-            assert!(matches!(e, Error::Config(_)) && e.to_string().contains(says), "{bad}: {e}");
+            assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains(says), "{bad}: {e}");
         }
         assert!(matches!(reward_from_json(r#"{"stars": 9}"#), Err(Error::InvalidReward(_))));
     }
