@@ -52,7 +52,7 @@ test: check-doc-links test-scripts setup-test check-features
 	$(CARGO) test --release --workspace
 	$(MAKE) test-c
 	$(MAKE) test-offline
-	$(VPY) -m pytest -q models/test_model.py
+	$(VPY) -m pytest -q models/test_model.py models/test_vader.py
 
 # Nothing needs a network: the C phone-call example (generation, learning updates, saves) and a CLI
 # generation run inside a new network namespace with no interface but a downed loopback.

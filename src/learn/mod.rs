@@ -2,9 +2,11 @@
 //! optimiser step and the safeguards around it (see `docs/learning.md`).
 //!
 //! Code map: [`episode`] holds replies until feedback arrives; [`reward`] turns feedback into one
-//! scalar; [`advantage`] has each algorithm's weights as pure functions; [`guard`] the probes,
-//! budgets, rate limit and same-sign cap; [`learner`] and `update` tie them together; [`state`] is
-//! the plain-data state a store persists; [`report`] what every update says about itself.
+//! scalar; [`sources`] configures the sources a session computes itself ([`coherence`], VADER
+//! [`sentiment`], task checks, a host callback) and parses rewards as JSON; [`advantage`] has each
+//! algorithm's weights as pure functions; [`guard`] the probes, budgets, rate limit and same-sign
+//! cap; [`learner`] and `update` tie them together; [`state`] is the plain-data state a store
+//! persists; [`report`] what every update says about itself.
 //!
 //! Architecture invariant: a step that breaks a budget is undone before anyone can generate with
 //! it, and non-finite rewards never reach the statistics or the gradient.
