@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use attune::generate::{GenerateOptions, Prompt, SamplingConfig};
+use attune::generate::{GenerateOptions, Prompt, RecordedSampling, SamplingConfig, TokenRecord};
 use attune::learn::sentiment::Vader;
 use attune::learn::sources::{reward_from_json, CoherenceSource, SourceWeight, TaskSource};
 use attune::learn::{CoherenceTerms, CoherenceWeights, FeedbackOutcome, LearnerConfig, Reward, RewardPart, RewardSource, RewardsConfig, Rule, RuleSet, SentimentOf};
@@ -136,7 +136,12 @@ fn per_call_sources_and_non_finite_results() {
     assert_eq!(part(&parts, "sentiment").raw, as_score(vader.compound(&reply.text)));
     // A bare learner has no model to compute them with.
     let mut l = attune::learn::Learner::new(LearnerConfig::default(), 4, 8).unwrap();
-    assert!(matches!(l.give_feedback(0, &Reward { parts: vec![(1.0, RewardSource::Callback)] }), Err(_)));
+    let logprobs = (0..8).map(|_| half::f16::from_f32(-(8f32).ln())).collect();
+    let record = TokenRecord { token: 2, hidden: vec![0.5, -1.0, 0.25, 2.0], base_logprobs: logprobs, behaviour_logprob: -(8f32).ln(), kept: None };
+    let id = l.record_episode(vec![1, 2], vec![record], RecordedSampling::at(1.0)).unwrap();
+    let e = l.give_feedback(id, &Reward::thumbs(true).and(1.0, RewardSource::Callback)).unwrap_err();
+    assert!(matches!(&e, Error::InvalidReward(m) if m.contains("session")), "{e}");
+    assert_eq!(l.counters().feedback, 0);
 }
 
 #[test]

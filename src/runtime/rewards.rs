@@ -6,6 +6,7 @@
 //! its tokens, the log-probabilities by one teacher-forced pass, and the finish reason is unknown
 //! (so it is never counted as cut off).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
@@ -68,11 +69,14 @@ pub(super) fn resolve(
     if !parts.iter().any(|(_, s)| s.is_computed()) {
         return Ok(Reward { parts });
     }
-    if !replies.facts.contains_key(&ep.id) {
-        let text = runtime.model().tokenizer().decode(&ep.reply, true)?;
-        replies.facts.insert(ep.id, ReplyFacts { text, by_length: None, logprobs: None });
-    }
-    let facts = replies.facts.get_mut(&ep.id).ok_or_else(|| Error::Learning("reply facts vanished".into()))?;
+    let facts = match replies.facts.entry(ep.id) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(slot) => {
+            // A reply restored after a restart: its text from its tokens, its finish unknown.
+            let text = runtime.model().tokenizer().decode(&ep.reply, true)?;
+            slot.insert(ReplyFacts { text, by_length: None, logprobs: None })
+        }
+    };
     let mut out = Vec::with_capacity(parts.len());
     for (w, src) in parts {
         let value = match &src {
