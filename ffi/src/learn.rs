@@ -321,7 +321,9 @@ pub unsafe extern "C" fn attune_update_report_outcome(report: *const attune_upda
 /// Writes the report as JSON to `*out_json` (NUL-terminated; borrowed: valid until
 /// `attune_update_report_free`): `{"algorithm", "outcome" ("accepted", {"rolled_back": reason},
 /// {"skipped": reason}), "episodes", "tokens", "loss": {...}, "mean_kl", "probe": {...} or null,
-/// "grad_norm", "beta", "lr", "elapsed_s", ...}`.
+/// "grad_norm", "beta", "lr", "elapsed_s", "rewards": [{"episode_id", "source", "raw", "value",
+/// "weight", "contribution"}, ...], ...}`; `rewards` lists each reward source of the feedback the
+/// update learned from (`value` is a score's z-score, `contribution = weight * value`).
 ///
 /// # Safety
 /// `report` is NULL or live; `out_json` is NULL or writable.

@@ -149,6 +149,7 @@ pub struct UpdateReport {
     /// Wall-clock time of the update in seconds.
     pub elapsed_s: f64,
     /// The reward sources of the feedback this update learned from, with their contributions.
+    #[serde(default)]
     pub rewards: Vec<RewardPart>,
 }
 
