@@ -22,10 +22,14 @@ fn checks() -> Vec<(f32, Rule)> {
 }
 
 fn runtime(store: &Path, rewards: RewardsConfig) -> Arc<Runtime> {
+    runtime_with(store, rewards, LearnerConfig { max_updates_per_minute: 0, ..LearnerConfig::default() })
+}
+
+fn runtime_with(store: &Path, rewards: RewardsConfig, learner: LearnerConfig) -> Arc<Runtime> {
     let cfg = RuntimeConfig {
         engine: common::cpu_config(common::tiny_dir()),
         store: StoreConfig { dir: Some(store.to_path_buf()), ..StoreConfig::default() },
-        learner: LearnerConfig { max_updates_per_minute: 0, ..LearnerConfig::default() },
+        learner,
         probe_tokens: 8,
         rewards,
         ..RuntimeConfig::default()
@@ -176,4 +180,22 @@ fn vader_lexicon_missing_is_a_clear_error() {
     let e = s.feedback(reply.episode_id, &Reward::thumbs(true)).unwrap_err();
     assert!(matches!(&e, Error::Config(m) if m.contains("make setup")), "{e}");
     assert_eq!(s.learner().counters().feedback, 0);
+}
+
+#[test]
+fn queued_rewards_report_their_sources_after_a_reset() {
+    let store = tempfile::tempdir().unwrap();
+    let learner = LearnerConfig { max_updates_per_minute: 0, auto_update_after: 0, ..LearnerConfig::default() };
+    let rt = runtime_with(store.path(), RewardsConfig { coherence: Some(CoherenceSource::default()), ..RewardsConfig::default() }, learner);
+    let mut s = rt.open_session("queued").unwrap();
+    let ids = [gen(&mut s, 11).episode_id, gen(&mut s, 12).episode_id];
+    for id in ids {
+        assert_eq!(s.feedback(id, &Reward::thumbs(true)).unwrap(), FeedbackOutcome::Queued);
+    }
+    // A reset changes the adapter, not the held episodes or what their rewards came from.
+    s.reset().unwrap();
+    let rep = s.update().unwrap();
+    let mut got: Vec<(u64, &str)> = rep.rewards.iter().map(|p| (p.episode_id, p.source.as_str())).collect();
+    got.sort();
+    assert_eq!(got, vec![(ids[0], "coherence"), (ids[0], "thumbs"), (ids[1], "coherence"), (ids[1], "thumbs")]);
 }

@@ -436,6 +436,8 @@ impl Learner {
         buffer.set_limits(c.episode_capacity, c.resident_episodes, c.episode_ttl_s);
         buffer.advance_ids(next_id);
         self.episodes = buffer;
+        // The sources of rewards those episodes still wait to learn, for the next report.
+        self.stats.parts = std::mem::take(&mut old.stats.parts);
         self.counters.version = self.counters.version.max(old.counters.version) + 1;
         if self.source.is_none() {
             self.source = old.source.clone();
