@@ -2,8 +2,7 @@
 
 use std::ffi::c_char;
 
-use attune::learn::{FeedbackOutcome, Reward, RewardSource, UpdateOutcome, UpdateReport};
-use serde::Deserialize;
+use attune::learn::{FeedbackOutcome, Reward, UpdateOutcome, UpdateReport};
 
 use crate::boundary::{self, handle, utf8, Fail, Out, Outcome};
 use crate::generate::parse_prompt;
@@ -54,72 +53,6 @@ impl attune_update_report {
     fn boxed(r: &UpdateReport) -> *mut attune_update_report {
         Box::into_raw(Box::new(attune_update_report::new(r)))
     }
-}
-
-/// One named signal of a JSON reward.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Signal {
-    #[serde(default = "one")]
-    weight: f32,
-    thumbs: Option<bool>,
-    stars: Option<u64>,
-    outcome: Option<f64>,
-    rule: Option<f64>,
-    score: Option<Score>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Score {
-    source: String,
-    value: f64,
-}
-
-fn one() -> f32 {
-    1.0
-}
-
-fn stars(n: u64) -> Outcome<RewardSource> {
-    match u8::try_from(n) {
-        Ok(s @ 1..=5) => Ok(RewardSource::Stars(s)),
-        _ => Err(Fail::new(ATTUNE_STATUS_INVALID_REWARD, format!("invalid reward: {n} stars is outside 1..=5"))),
-    }
-}
-
-impl Signal {
-    fn source(self) -> Outcome<(f32, RewardSource)> {
-        let given = [self.thumbs.is_some(), self.stars.is_some(), self.outcome.is_some(), self.rule.is_some(), self.score.is_some()];
-        if given.iter().filter(|&&g| g).count() != 1 {
-            return Err(Fail::new(
-                ATTUNE_STATUS_INVALID_JSON,
-                "each reward signal needs exactly one of \"thumbs\", \"stars\", \"outcome\", \"rule\", \"score\"",
-            ));
-        }
-        let src = if let Some(up) = self.thumbs {
-            RewardSource::Thumbs(up)
-        } else if let Some(n) = self.stars {
-            stars(n)?
-        } else if let Some(x) = self.outcome {
-            RewardSource::Scalar(x as f32)
-        } else if let Some(x) = self.rule {
-            RewardSource::Rule(x as f32)
-        } else if let Some(s) = self.score {
-            RewardSource::Score { source: s.source, value: s.value as f32 }
-        } else {
-            unreachable!("one signal is given (checked above)")
-        };
-        Ok((self.weight, src))
-    }
-}
-
-/// Parses a JSON reward: one signal object or an array of them.
-fn reward_from_json(json: &str) -> Outcome<Reward> {
-    let bad = |e: serde_json::Error| Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("reward_json: {e}"));
-    let v: serde_json::Value = serde_json::from_str(json).map_err(bad)?;
-    let signals: Vec<Signal> = if v.is_array() { serde_json::from_value(v).map_err(bad)? } else { vec![serde_json::from_value(v).map_err(bad)?] };
-    let parts = signals.into_iter().map(Signal::source).collect::<Outcome<Vec<_>>>()?;
-    Ok(Reward { parts })
 }
 
 /// The shared body of the feedback exports.
@@ -187,7 +120,7 @@ pub unsafe extern "C" fn attune_session_feedback_thumbs(session: *mut attune_ses
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_feedback_stars(session: *mut attune_session, episode_id: u64, stars: u32, out_outcome: *mut u32) -> attune_status {
     // SAFETY: forwarded from the caller.
-    unsafe { feedback(session, episode_id, || Ok(Reward { parts: vec![(1.0, self::stars(u64::from(stars))?)] }), out_outcome) }
+    unsafe { feedback(session, episode_id, || Ok(Reward { parts: vec![(1.0, attune_host::json::stars(u64::from(stars))?)] }), out_outcome) }
 }
 
 /// Gives a model or classifier score on any scale (a satisfaction score, a sentiment value);
@@ -224,7 +157,7 @@ pub unsafe extern "C" fn attune_session_feedback_json(
     out_outcome: *mut u32,
 ) -> attune_status {
     // SAFETY: forwarded from the caller.
-    unsafe { feedback(session, episode_id, || reward_from_json(utf8(reward_json, "reward_json")?), out_outcome) }
+    unsafe { feedback(session, episode_id, || attune_host::json::reward(utf8(reward_json, "reward_json")?), out_outcome) }
 }
 
 /// Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
@@ -338,26 +271,4 @@ pub unsafe extern "C" fn attune_update_report_free(report: *mut attune_update_re
             drop(unsafe { Box::from_raw(report) });
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_rewards_parse_into_weighted_sources() {
-        assert_eq!(reward_from_json(r#"{"thumbs": true}"#).unwrap(), Reward::thumbs(true));
-        let r = reward_from_json(r#"[{"outcome": 1, "weight": 0.7}, {"score": {"source": "csat", "value": 72}, "weight": 0.3}]"#).unwrap();
-        assert_eq!(r.parts, vec![(0.7, RewardSource::Scalar(1.0)), (0.3, RewardSource::Score { source: "csat".into(), value: 72.0 })]);
-        for (bad, status) in [
-            ("{}", ATTUNE_STATUS_INVALID_JSON),
-            (r#"{"thumbs": true, "stars": 3}"#, ATTUNE_STATUS_INVALID_JSON),
-            (r#"{"smile": 1}"#, ATTUNE_STATUS_INVALID_JSON),
-            ("[", ATTUNE_STATUS_INVALID_JSON),
-            (r#"{"stars": 300}"#, ATTUNE_STATUS_INVALID_REWARD),
-            (r#"{"stars": 0}"#, ATTUNE_STATUS_INVALID_REWARD),
-        ] {
-            assert_eq!(reward_from_json(bad).unwrap_err().status, status, "{bad}");
-        }
-    }
 }
