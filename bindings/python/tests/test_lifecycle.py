@@ -71,6 +71,20 @@ def test_a_session_outliving_its_runtime_fails_until_closed():
     s.close()
 
 
+def test_closing_the_runtime_from_the_callback_stops_generation():
+    rt = attune.Runtime(config())
+    with rt.open_session("mid") as s:
+        pieces = []
+
+        def hang_up(piece):
+            pieces.append(piece)
+            rt.close()
+            return True
+
+        expect_status("ATTUNE_STATUS_RUNTIME_CLOSED", s.generate, "Tell me a long story about", kind="text", options=seeded(2, 20), on_text=hang_up)
+        assert len(pieces) == 1, "generation stopped at the next piece"
+
+
 def test_sessions_of_different_users_on_two_threads(runtime):
     texts, failures = [None, None], []
 

@@ -81,6 +81,20 @@ class LifecycleTest {
     }
 
     @Test
+    void closingTheRuntimeFromTheCallbackStopsGeneration() {
+        Runtime rt = Runtime.open(config(null, 100));
+        try (Session s = rt.openSession("mid")) {
+            int[] pieces = {0};
+            expectStatus("ATTUNE_STATUS_RUNTIME_CLOSED", () -> s.generate(PromptKind.TEXT, "Tell me a long story about", Fixtures.seeded(2, 20), piece -> {
+                pieces[0]++;
+                rt.close();
+                return true;
+            }));
+            assertEquals(1, pieces[0], "generation stopped at the next piece");
+        }
+    }
+
+    @Test
     void sessionsOfDifferentUsersWorkOnTwoThreads() throws Exception {
         try (Runtime rt = Runtime.open(config(null, 100))) {
             String[] texts = new String[2];
