@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_void, CString};
 
-use attune::learn::{FeedbackOutcome, Reward, RewardSource, UpdateOutcome, UpdateReport};
+use attune::learn::{FeedbackOutcome, Reward, UpdateOutcome, UpdateReport};
 
 use crate::boundary::{self, handle, utf8, Fail, Out, Outcome};
 use crate::generate::parse_prompt;
@@ -53,21 +53,6 @@ impl attune_update_report {
     fn boxed(r: &UpdateReport) -> *mut attune_update_report {
         Box::into_raw(Box::new(attune_update_report::new(r)))
     }
-}
-
-fn stars(n: u64) -> Outcome<RewardSource> {
-    match u8::try_from(n) {
-        Ok(s @ 1..=5) => Ok(RewardSource::Stars(s)),
-        _ => Err(Fail::new(ATTUNE_STATUS_INVALID_REWARD, format!("invalid reward: {n} stars is outside 1..=5"))),
-    }
-}
-
-/// Parses a JSON reward (the library's `reward_from_json`): a shape error is `INVALID_JSON`.
-fn reward_from_json(json: &str) -> Outcome<Reward> {
-    attune::learn::sources::reward_from_json(json).map_err(|e| match e {
-        attune::Error::InvalidArgument(m) => Fail::new(ATTUNE_STATUS_INVALID_JSON, m),
-        other => Fail::from(other),
-    })
 }
 
 /// The shared body of the feedback exports.
@@ -135,7 +120,7 @@ pub unsafe extern "C" fn attune_session_feedback_thumbs(session: *mut attune_ses
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_feedback_stars(session: *mut attune_session, episode_id: u64, stars: u32, out_outcome: *mut u32) -> attune_status {
     // SAFETY: forwarded from the caller.
-    unsafe { feedback(session, episode_id, || Ok(Reward { parts: vec![(1.0, self::stars(u64::from(stars))?)] }), out_outcome) }
+    unsafe { feedback(session, episode_id, || Ok(Reward { parts: vec![(1.0, attune_host::json::stars(u64::from(stars))?)] }), out_outcome) }
 }
 
 /// Gives a model or classifier score on any scale (a satisfaction score, a sentiment value);
@@ -182,7 +167,7 @@ pub unsafe extern "C" fn attune_session_feedback_json(
     out_outcome: *mut u32,
 ) -> attune_status {
     // SAFETY: forwarded from the caller.
-    unsafe { feedback(session, episode_id, || reward_from_json(utf8(reward_json, "reward_json")?), out_outcome) }
+    unsafe { feedback(session, episode_id, || attune_host::json::reward(utf8(reward_json, "reward_json")?), out_outcome) }
 }
 
 /// The host's reward for a reply: `user_data` as given to `attune_session_set_reward_callback`,
@@ -349,26 +334,4 @@ pub unsafe extern "C" fn attune_update_report_free(report: *mut attune_update_re
             drop(unsafe { Box::from_raw(report) });
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_rewards_parse_into_weighted_sources() {
-        assert_eq!(reward_from_json(r#"{"thumbs": true}"#).unwrap(), Reward::thumbs(true));
-        let r = reward_from_json(r#"[{"outcome": 1, "weight": 0.7}, {"score": {"source": "csat", "value": 72}, "weight": 0.3}]"#).unwrap();
-        assert_eq!(r.parts, vec![(0.7, RewardSource::Scalar(1.0)), (0.3, RewardSource::Score { source: "csat".into(), value: 72.0 })]);
-        for (bad, status) in [
-            ("{}", ATTUNE_STATUS_INVALID_JSON),
-            (r#"{"thumbs": true, "stars": 3}"#, ATTUNE_STATUS_INVALID_JSON),
-            (r#"{"smile": 1}"#, ATTUNE_STATUS_INVALID_JSON),
-            ("[", ATTUNE_STATUS_INVALID_JSON),
-            (r#"{"stars": 300}"#, ATTUNE_STATUS_INVALID_REWARD),
-            (r#"{"stars": 0}"#, ATTUNE_STATUS_INVALID_REWARD),
-        ] {
-            assert_eq!(reward_from_json(bad).unwrap_err().status, status, "{bad}");
-        }
-    }
 }
