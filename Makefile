@@ -12,7 +12,7 @@ export ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER ?= 1
 export XDG_RUNTIME_DIR ?= /tmp/attune-xdg
 
 
-.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts test-offline check-doc-links bench bench-peers clean
+.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts test-offline check-doc-links bench bench-peers clean test-java test-python-binding
 
 setup: setup-demo
 setup-demo: system-demo venv ort models build
@@ -39,8 +39,10 @@ ort: venv
 models: venv
 	@bash models/prepare.sh $(VPY)
 
+# The Java and Python bindings build in their own targets (test-java, test-python-binding): the demo
+# needs neither.
 build:
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release --workspace --exclude attune-jni --exclude attune-python
 
 demo: setup-demo
 	mkdir -p $$XDG_RUNTIME_DIR
@@ -51,8 +53,30 @@ test: check-doc-links test-scripts setup-test check-features
 	mkdir -p $$XDG_RUNTIME_DIR
 	$(CARGO) test --release --workspace
 	$(MAKE) test-c
+	$(MAKE) test-java
+	$(MAKE) test-python-binding
 	$(MAKE) test-offline
-	$(VPY) -m pytest -q models/test_model.py
+	$(VPY) -m pytest -q models/test_model.py models/test_vader.py
+
+# The Java binding (bindings/java): libattune_jni, the dev.attune classes (javac, jar) and their JUnit 5
+# tests on the tiny model. The JDK and JUnit's console launcher come from scripts/install-system.sh test.
+test-java:
+	mkdir -p $$XDG_RUNTIME_DIR
+	CARGO='$(CARGO)' bash bindings/java/test.sh
+
+# The Python binding (bindings/python): maturin builds the wheel, which is installed into the venv,
+# and pytest runs its tests on the tiny model.
+PY_WHEELS := target/python-wheels
+$(VENV)/.stamp-bindings: $(VENV)/.stamp bindings/python/requirements.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r bindings/python/requirements.txt
+	touch $@
+
+test-python-binding: $(VENV)/.stamp-bindings
+	mkdir -p $$XDG_RUNTIME_DIR
+	rm -rf $(PY_WHEELS)
+	$(VENV)/bin/maturin build --release -m bindings/python/Cargo.toml --out $(PY_WHEELS)
+	$(VPY) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps $(PY_WHEELS)/attune-*.whl
+	$(VPY) -m pytest -q bindings/python/tests
 
 # Nothing needs a network: the C phone-call example (generation, learning updates, saves) and a CLI
 # generation run inside a new network namespace with no interface but a downed loopback.
@@ -109,7 +133,7 @@ FFI_STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 FFI_CFLAGS := -std=c11 -Wall -Wextra -Werror -g -O1 -Iinclude -Itests/c
 FFI_SHARED := -L$(FFI_LIB) -lattune -Wl,-rpath,$(CURDIR)/$(FFI_LIB) -lpthread -lm
 FFI_ASAN := -fsanitize=address -fno-omit-frame-pointer
-C_TESTS := test_lifecycle test_bad_input test_threads test_feedback_ids test_privacy
+C_TESTS := test_lifecycle test_bad_input test_threads test_feedback_ids test_privacy test_rewards
 # LeakSanitizer stays on: the tests free every object, and what ONNX Runtime and Rust statics keep
 # for the whole process is still reachable at exit, so it is not reported (no suppressions needed).
 FFI_ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0

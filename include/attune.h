@@ -29,7 +29,8 @@
  *   - A user has at most one open session per runtime: attune_session_new for a user whose
  *     session is open returns ATTUNE_STATUS_BUSY until that session is freed.
  *   - attune_reply, attune_update_report and attune_bytes are immutable: read them from any thread.
- *   - The text callback runs on the thread that called attune_session_generate, before it returns.
+ *   - The text callback runs on the thread that called attune_session_generate, before it returns;
+ *     the reward callback on the thread of the feedback call that uses it, before it returns.
  *     The log callback may run on any thread, concurrently. Callbacks must not unwind (C++
  *     exceptions, longjmp) through the library.
  *   - The last error message is per thread.
@@ -47,12 +48,15 @@
  *                "webgpu_library": null, "threads": 0, "max_context": 0},
  *     "store": {"dir": "/data/attune", "keep_versions": 5, "cache_bytes": 67108864,
  *               "encryption_key": null},
- *     "learner": {"algorithm": "reinforce", "lr": 0.0005, "auto_update_after": 1,
+ *     "learner": {"algorithm": "reinforce", "lr": 0.002, "auto_update_after": 1,
  *                 "max_updates_per_minute": 30, "kl_budget": 0.1, "adapter": {"rank": 8}, ...},
- *     "generation": {"max_new_tokens": 128, "stop_strings": [], "stop_tokens": [],
+ *     "generation": {"max_new_tokens": 128, "stop_strings": [], "stop_tokens": [], "reuse_kv": true,
  *                    "sampling": {"temperature": 0.7, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
  *                                 "repetition_penalty": 1.0, "seed": 0}},
- *     "probe_prompts": [], "probe_tokens": 24
+ *     "probe_prompts": [], "probe_tokens": 64,
+ *     "rewards": {"coherence": {"weight": 1, "nll": 1, "repetition": 4, "cutoff": 1, "ngram": 3},
+ *                 "sentiment": {"weight": 1}, "callback": {"weight": 1}, "vader_dir": null,
+ *                 "task": {"weight": 1, "checks": [{"use_word": "refund"}, {"valid_json": true}]}}
  *   }
  * model_dir, ort_library, store.dir: relative paths are relative to the working directory.
  * ort_library: without it, ORT_DYLIB_PATH is tried, then .ort/ of the Attune checkout the library
@@ -62,6 +66,12 @@
  *   encrypted (XChaCha20-Poly1305). Another key than the store's: ATTUNE_STATUS_ENCRYPTION_KEY.
  * learner.auto_update_after: an update runs after this many rewards (0: only attune_session_update).
  * generation: the defaults of every generate call; a call's options_json overrides fields of it.
+ *   reuse_kv: a session keeps its conversation's KV cache between chat turns and prefills only the
+ *   tokens after the prefix a new chat prompt shares with the previous turn (a full prefill after
+ *   an edit of the history); the cache holds the base model's keys and values, which the adapter
+ *   does not change. It takes one KV buffer per session (see "kv_cache" in the session stats).
+ * rewards: sources the library computes for every reply and adds to its first feedback, each
+ *   z-scored under its name (see attune_session_feedback_json; none by default).
  */
 
 
@@ -266,6 +276,15 @@ typedef uint32_t attune_status;
  * inside it return `ATTUNE_STATUS_BUSY`; other sessions and the runtime may be used.
  */
 typedef bool (*attune_text_callback)(void *user_data, const char *text, size_t len);
+
+/**
+ * The host's reward for a reply: `user_data` as given to `attune_session_set_reward_callback`,
+ * and the reply's text (`len` bytes of UTF-8 followed by a NUL, borrowed until the callback
+ * returns). Returns the reward on any scale (it is z-scored as the score "callback"); NaN or an
+ * infinity makes the feedback call fail with `ATTUNE_STATUS_INVALID_REWARD`, and nothing is
+ * learned from it.
+ */
+typedef double (*attune_reward_callback)(void *user_data, const char *text, size_t len);
 
 /**
  * Receives one log record: `level` is `ATTUNE_LOG_ERROR` ..= `ATTUNE_LOG_TRACE`, `target` the
@@ -628,8 +647,18 @@ attune_status attune_session_feedback_score(attune_session *session,
  * Gives named signals as JSON: one object or an array of them, each with exactly one signal and
  * an optional `"weight"` (default 1); the weighted signals are summed. Signals: `{"thumbs":
  * true}`, `{"stars": 4}`, `{"outcome": -0.5}` (in [-1, 1]), `{"rule": 0.2}` (in [-1, 1]),
- * `{"score": {"source": "csat", "value": 72}}`. Example: `[{"outcome": 1, "weight": 0.7},
- * {"stars": 5, "weight": 0.3}]`. Statuses as `attune_session_feedback`, plus `INVALID_JSON`.
+ * `{"score": {"source": "csat", "value": 72}}`, and the sources the library computes from the
+ * reply: `{"coherence": {}}` (optionally the formula's weights `"nll"`, `"repetition"`,
+ * `"cutoff"`, `"ngram"`), `{"sentiment": "reply"}` or `{"sentiment": {"text": "the caller's next
+ * message"}}` (VADER), `{"task": [{"use_word": "refund"}, {"numeric": {"value": 42}}, ...]}`
+ * (host-defined checks, see docs/learning.md) and `{"callback": true}` (the session's reward
+ * callback, `attune_session_set_reward_callback`). Computed sources are z-scored per name. The
+ * runtime's `rewards` configuration adds its sources to a reply's first feedback; `[]` asks for
+ * those alone. Example: `[{"outcome": 1, "weight": 0.7}, {"stars": 5, "weight": 0.3}]`. Statuses
+ * as `attune_session_feedback`, plus `INVALID_JSON` (unknown keys are named), `INVALID_REWARD`
+ * (a computed value or the callback's result is not finite; nothing is learned),
+ * `INVALID_ARGUMENT` (a callback reward without a callback) and `CONFIG` (VADER's lexicon is
+ * missing: run `make setup`).
  *
  * # Safety
  * As for `attune_session_feedback`; `reward_json` is NULL or NUL-terminated.
@@ -638,6 +667,21 @@ attune_status attune_session_feedback_json(attune_session *session,
                                            uint64_t episode_id,
                                            const char *reward_json,
                                            uint32_t *out_outcome);
+
+/**
+ * Sets the session's reward callback, used by `{"callback": true}` rewards and by the runtime's
+ * `rewards.callback` configuration; NULL removes it. The callback runs on the thread that calls a
+ * feedback function, before that call returns; inside it, calls on the same session return
+ * `ATTUNE_STATUS_BUSY`. It must not unwind (no C++ exception, no `longjmp`). `user_data` is passed
+ * through unchanged and must stay valid until the callback is replaced or the session is freed.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `callback` is NULL or a function of this signature that is
+ * safe to call with `user_data`.
+ */
+attune_status attune_session_set_reward_callback(attune_session *session,
+                                                 attune_reward_callback callback,
+                                                 void *user_data);
 
 /**
  * Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
@@ -692,7 +736,9 @@ attune_status attune_update_report_outcome(const attune_update_report *report,
  * Writes the report as JSON to `*out_json` (NUL-terminated; borrowed: valid until
  * `attune_update_report_free`): `{"algorithm", "outcome" ("accepted", {"rolled_back": reason},
  * {"skipped": reason}), "episodes", "tokens", "loss": {...}, "mean_kl", "probe": {...} or null,
- * "grad_norm", "beta", "lr", "elapsed_s", ...}`.
+ * "grad_norm", "beta", "lr", "elapsed_s", "rewards": [{"episode_id", "source", "raw", "value",
+ * "weight", "contribution"}, ...], ...}`; `rewards` lists each reward source of the feedback the
+ * update learned from (`value` is a score's z-score, `contribution = weight * value`).
  *
  * # Safety
  * `report` is NULL or live; `out_json` is NULL or writable.
@@ -923,9 +969,10 @@ void attune_bytes_free(attune_bytes *bytes);
  * `{"user", "pending_episodes", "counters": {"episodes", "feedback", "updates", "accepted",
  * "rolled_back", "skipped", "version", ...}, "rewards": {"count", "sum", "positive", "negative",
  * "recent"}, "beta", "lr", "last_update", "probe": {"kl", "nll", "base_nll", "entropy",
- * "base_entropy", "tokens"} (the current adapter on the probe replies, or null),
- * "adapter_finite", "pending_episodes_bytes", "next_episode_id", "restored_episodes"}`. When `len`
- * is too small, returns
+ * "base_entropy", "cross_entropy", "tokens"} (the current adapter on the probe replies, or null),
+ * "adapter_finite", "pending_episodes_bytes", "kv_cache": {"tokens", "bytes"} (the conversation's
+ * KV cache kept between chat turns), "next_episode_id", "restored_episodes"}`. When `len` is too
+ * small, returns
  * `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
  * included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
  *

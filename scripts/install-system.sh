@@ -5,9 +5,10 @@
 #   demo: building and running the CLI: a C toolchain (gcc, libc headers), make, Python's venv, and
 #         fontconfig with pkg-config (the demo's reward plot draws its text with system fonts, and the
 #         plotting crates find fontconfig and FreeType through pkg-config when they build).
-#   test: the above plus g++ and valgrind for the C tests, and Vulkan: the loader (libvulkan1) and
-#         Mesa's software driver (lavapipe, mesa-vulkan-drivers) from bookworm-backports, because the
-#         WebGPU execution provider refuses Debian 12's own Mesa 22.3.
+#   test: the above plus g++ and valgrind for the C tests, a JDK (default-jdk-headless: javac, jar)
+#         and JUnit 5's console launcher (junit5) for the Java binding's tests, and Vulkan: the
+#         loader (libvulkan1) and Mesa's software driver (lavapipe, mesa-vulkan-drivers) from
+#         bookworm-backports, because the WebGPU execution provider refuses Debian 12's own Mesa 22.3.
 #
 # When nothing is missing it prints nothing and never runs apt. Otherwise it installs with apt-get
 # as root, or through `sudo` when that works without a password; failing both it prints the exact
@@ -16,7 +17,7 @@
 #
 # PY names the Python that will make the venv (the Makefile passes its own; default python3).
 # ATTUNE_SYSROOT, empty by default, is prefixed to the files the script reads and writes (apt
-# sources, Vulkan driver manifests) so that scripts/test-install-system.sh can run it against a fake
+# sources, Vulkan driver manifests, JUnit's jar) so that scripts/test-install-system.sh can run it against a fake
 # system.
 set -uo pipefail
 
@@ -29,6 +30,7 @@ py=${PY:-python3}
 sysroot=${ATTUNE_SYSROOT:-}
 sources_dir=$sysroot/etc/apt/sources.list.d
 icd_dir=$sysroot/usr/share/vulkan/icd.d
+junit_jar=$sysroot/usr/share/java/junit-platform-console-standalone.jar
 # An installed Mesa older than this is replaced from bookworm-backports: the WebGPU execution provider
 # refuses Debian 12's own 22.3, and backports' 25.0 is the version known to work.
 mesa_min=25
@@ -86,6 +88,12 @@ find_missing() {
   fi
   if ! command -v valgrind >/dev/null 2>&1; then
     main_pkgs+=(valgrind); reasons+=("valgrind: no valgrind (one C test runs under it)")
+  fi
+  if ! command -v javac >/dev/null 2>&1 || ! command -v jar >/dev/null 2>&1; then
+    main_pkgs+=(default-jdk-headless); reasons+=("default-jdk-headless: no JDK (javac, jar) for the Java binding")
+  fi
+  if [ ! -f "$junit_jar" ]; then
+    main_pkgs+=(junit5); reasons+=("junit5: no JUnit 5 console launcher ($junit_jar) for the Java binding's tests")
   fi
   # ldconfig lives in /sbin, which a non-root user's PATH on Debian does not include.
   local ldconfig

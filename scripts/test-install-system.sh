@@ -32,6 +32,8 @@ present() {
       libfontconfig-dev) touch "$state/fontconfig"; echo 2.14.1-4 >"$state/dpkg/libfontconfig-dev" ;;
       g++) stub g++ <<<'exit 0' ;;
       valgrind) stub valgrind <<<'exit 0' ;;
+      default-jdk-headless) stub javac <<<'exit 0'; stub jar <<<'exit 0' ;;
+      junit5) mkdir -p "$root/usr/share/java"; touch "$root/usr/share/java/junit-platform-console-standalone.jar" ;;
       libvulkan1) touch "$state/libvulkan" ;;
       mesa-vulkan-drivers)
         mkdir -p "$root/usr/share/vulkan/icd.d"
@@ -105,13 +107,13 @@ check() {
 }
 
 all_demo=(gcc make python3-venv pkg-config libfontconfig-dev)
-all_test=("${all_demo[@]}" g++ valgrind libvulkan1 mesa-vulkan-drivers)
+all_test=("${all_demo[@]}" g++ valgrind default-jdk-headless junit5 libvulkan1 mesa-vulkan-drivers)
 
 fresh; present "${all_test[@]}"; uid=0; run test
 check "root, nothing missing: silent, no apt" eval '[ $rc = 0 ] && [ -z "$out" ] && [ -z "$(calls)" ]'
 
 fresh; present "${all_demo[@]}"; run demo
-check "demo needs no Vulkan, g++ or valgrind" eval '[ $rc = 0 ] && [ -z "$out" ] && [ -z "$(calls)" ]'
+check "demo needs no Vulkan, g++, valgrind, JDK or JUnit" eval '[ $rc = 0 ] && [ -z "$out" ] && [ -z "$(calls)" ]'
 
 fresh; present make pkg-config libfontconfig-dev; run demo
 check "user without sudo: prints the exact commands, runs nothing" eval '[ $rc = 1 ] &&
@@ -126,7 +128,7 @@ fresh; present "${all_demo[@]}" g++ libvulkan1; sudo_works; run test
 check "user with sudo, test: adds backports like .ci/run, installs, then all present" eval '[ $rc = 0 ] &&
   grep -qx "sudo -n true" <<<"$(calls)" &&
   grep -qx "apt-get update -qq" <<<"$(calls)" &&
-  grep -qx "apt-get install -y -qq valgrind" <<<"$(calls)" &&
+  grep -qx "apt-get install -y -qq valgrind default-jdk-headless junit5" <<<"$(calls)" &&
   grep -qx "apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers" <<<"$(calls)" &&
   grep -qx "URIs: http://mirror.example/debian" "$root/etc/apt/sources.list.d/backports.sources" &&
   grep -qx "Suites: bookworm-backports" "$root/etc/apt/sources.list.d/backports.sources"'
@@ -144,8 +146,17 @@ check "root, Debian 12's own Mesa: upgrades from backports, keeps the existing s
 
 fresh; present "${all_demo[@]}"; uid=0; run test
 check "root, test, no Vulkan at all: the loader and Mesa from backports" eval '[ $rc = 0 ] &&
-  grep -qx "apt-get install -y -qq g++ valgrind" <<<"$(calls)" &&
+  grep -qx "apt-get install -y -qq g++ valgrind default-jdk-headless junit5" <<<"$(calls)" &&
   grep -qx "apt-get install -y -qq -t bookworm-backports libvulkan1 mesa-vulkan-drivers" <<<"$(calls)"'
+
+fresh; present "${all_demo[@]}" g++ valgrind libvulkan1 mesa-vulkan-drivers default-jdk-headless; uid=0; run test
+check "root, test, JDK but no JUnit: only junit5, named with its jar" eval '[ $rc = 0 ] &&
+  grep -q "junit5: no JUnit 5 console launcher" <<<"$out" &&
+  grep -qx "apt-get install -y -qq junit5" <<<"$(calls)" && [ "$(grep -c "^apt-get install" <<<"$(calls)")" = 1 ]'
+
+fresh; present "${all_demo[@]}" g++ valgrind libvulkan1 mesa-vulkan-drivers junit5; stub javac <<<'exit 0'; uid=0; run test
+check "root, test, javac without jar: the JDK" eval '[ $rc = 0 ] &&
+  grep -qx "apt-get install -y -qq default-jdk-headless" <<<"$(calls)"'
 
 fresh; present "${all_demo[@]}"; touch "$state/no-libc"; uid=0; run demo
 check "a cc that cannot build a C program gets libc6-dev" eval '[ $rc = 0 ] &&

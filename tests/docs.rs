@@ -1,5 +1,6 @@
 //! The user documentation states what the code does: every learner setting in `docs/learning.md`'s
-//! defaults tables has the default `LearnerConfig::default()` has (and every setting is there), and
+//! defaults tables has the default `LearnerConfig::default()` has (and every setting is there), so
+//! does every reward source setting in its table (`RewardsConfig`), and
 //! `docs/c-api.md`'s status table lists exactly the status codes of `include/attune.h`.
 
 use std::collections::BTreeMap;
@@ -88,4 +89,38 @@ fn c_api_doc_lists_every_status_code() {
     assert!(header.len() > 20, "include/attune.h defines the status codes");
     let documented: BTreeMap<String, String> = table_rows(&read("docs/c-api.md")).into_iter().filter(|(n, _)| n.starts_with("ATTUNE_STATUS_")).collect();
     assert_eq!(documented, header, "docs/c-api.md's status table must list exactly the header's status codes and values");
+}
+
+#[test]
+fn learning_doc_lists_every_reward_source_default() {
+    use attune::learn::RewardsConfig;
+    let doc = read("docs/learning.md");
+    let section = doc.split("\n## Rewards the runtime computes\n").nth(1).expect("docs/learning.md has a \"## Rewards the runtime computes\" section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let documented: BTreeMap<String, Value> = table_rows(section)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("rewards."))
+        .map(|(name, text)| {
+            let v = serde_json::from_str::<Value>(&text).unwrap_or_else(|_| panic!("docs/learning.md: `{name}`'s default `{text}` is not a JSON value"));
+            (name, v)
+        })
+        .collect();
+    // Every source on with the defaults the configuration JSON gets (the task's checks have none:
+    // they are required).
+    let all: RewardsConfig = serde_json::from_str(r#"{"coherence": {}, "sentiment": {}, "task": {"checks": ["valid_json"]}, "callback": {}}"#).unwrap();
+    let mut code = BTreeMap::new();
+    flatten("rewards", &serde_json::to_value(all).expect("the defaults serialise"), &mut code);
+    code.remove("rewards.task.checks");
+    let mut problems = Vec::new();
+    for (name, value) in &code {
+        match documented.get(name) {
+            None => problems.push(format!("`{name}` (default {value}) is not in the reward sources table")),
+            Some(d) if !same(d, value) => problems.push(format!("`{name}`: the doc says {d}, the code {value}")),
+            Some(_) => {}
+        }
+    }
+    for name in documented.keys().filter(|n| !code.contains_key(*n)) {
+        problems.push(format!("`{name}` is documented but is no setting of RewardsConfig"));
+    }
+    assert!(problems.is_empty(), "docs/learning.md's reward source defaults differ from the code:\n{}", problems.join("\n"));
 }

@@ -43,6 +43,84 @@ pub struct BenchArgs {
     /// records learning keeps (0: skip).
     #[arg(long, default_value_t = 0)]
     pub adapter_rank: usize,
+    /// Instead, play a scripted 10-turn call through the chat template, with the conversation's KV
+    /// cache kept between turns and without (alternating rounds), and report each turn's time to
+    /// first token.
+    #[arg(long)]
+    pub call: bool,
+}
+
+/// The caller's side of the scripted call.
+const CALL: [&str; 10] = [
+    "Hi, I'm calling about my internet connection. It keeps dropping in the evening.",
+    "It started last week, maybe Tuesday.",
+    "Yes, I already restarted the router twice.",
+    "The lights on the router are green, except one that blinks orange.",
+    "I'm on the fibre plan, the one with 300 megabits.",
+    "It's mostly when I'm on video calls for work.",
+    "No, the other devices drop too, my phone and the TV.",
+    "Could you send a technician, or is there something else I can try first?",
+    "Thursday afternoon would work for me.",
+    "Great, thank you. Is there anything I need to prepare?",
+];
+
+/// A 10-turn call through a session: per turn the prompt length, the tokens reused from the
+/// conversation's KV cache and the time to first token, with reuse on and off in alternating rounds
+/// (`runs` of each); medians per turn.
+fn call(a: &BenchArgs) -> Result<()> {
+    use attune::runtime::{Runtime, RuntimeConfig};
+    use attune::tokenizer::Message;
+    let engine = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.clone(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
+    let rt = Runtime::new(RuntimeConfig { engine, ..RuntimeConfig::default() })?;
+    let opts = GenerateOptions { sampling: SamplingConfig::greedy(), max_new_tokens: 40, ..GenerateOptions::default() };
+    let n = CALL.len();
+    let (mut on, mut off) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    let (mut prompt_len, mut reused) = (vec![0usize; n], vec![0usize; n]);
+    for round in 0..=a.runs {
+        for reuse in [true, false] {
+            let mut s = rt.open_session("bench-call")?;
+            let o = GenerateOptions { reuse_kv: reuse, ..opts.clone() };
+            let mut msgs = vec![Message::system("You are the phone assistant of an internet provider. Keep answers short.")];
+            for (t, line) in CALL.iter().enumerate() {
+                msgs.push(Message::user(*line));
+                let r = s.generate(&Prompt::Chat(msgs.clone()), &o, &mut |_| true)?;
+                if round > 0 {
+                    (if reuse { &mut on } else { &mut off })[t].push(r.timings.first_token_s * 1000.0);
+                }
+                if reuse {
+                    reused[t] = r.timings.reused_tokens;
+                    prompt_len[t] = rt.model().prompt_tokens(&Prompt::Chat(msgs.clone()))?.len();
+                }
+                msgs.push(Message::assistant(r.text));
+            }
+        }
+    }
+    let kv_bytes = rt.open_session("bench-call-kv")?.kv_cache_usage().1;
+    println!("| turn | prompt tokens | reused from the cache | TTFT reuse (ms) | TTFT full prefill (ms) |");
+    println!("|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for t in 0..n {
+        let (x, y) = (median(on[t].clone()), median(off[t].clone()));
+        println!("| {} | {} | {} | {:.1} | {:.1} |", t + 1, prompt_len[t], reused[t], x, y);
+        rows.push(serde_json::json!({"turn": t + 1, "prompt_tokens": prompt_len[t], "reused_tokens": reused[t], "ttft_ms_reuse": x, "ttft_ms_full": y, "runs_reuse": on[t], "runs_full": off[t]}));
+    }
+    let (first, last) = (median(on[0].clone()), median(on[n - 1].clone()));
+    println!("turn 10 / turn 1 time to first token: {:.2} with the cache kept, {:.2} without", last / first, median(off[n - 1].clone()) / median(off[0].clone()));
+    let res = serde_json::json!({
+        "model": a.model,
+        "threads": a.threads,
+        "runs": a.runs,
+        "kv_bytes_per_session": rt.model().engine().kv_bytes_per_sequence(),
+        "kv_bytes_before_first_turn": kv_bytes,
+        "turn10_over_turn1_reuse": last / first,
+        "turn10_over_turn1_full": median(off[n - 1].clone()) / median(off[0].clone()),
+        "turns": rows,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&res)?)?;
+    }
+    Ok(())
 }
 
 /// An adapter of rank `rank` whose every row of `B` is non-zero (seeded values of learned size).
@@ -115,6 +193,9 @@ pub fn prompt_of(model: &Model, n: usize) -> Result<Vec<u32>> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.call {
+        return call(&a);
+    }
     let t0 = Instant::now();
     let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.clone(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
     let model = Model::load(&cfg)?;

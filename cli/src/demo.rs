@@ -37,12 +37,6 @@ pub struct DemoArgs {
     /// Print a table row every this many episodes.
     #[arg(long, default_value_t = 20)]
     pub every: usize,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Roll back when the probe NLL drifts by more than this fraction.
-    #[arg(long, default_value_t = 0.1)]
-    pub max_nll_drift: f64,
     /// Seed of the simulated caller and of sampling.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -329,22 +323,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut cfg = RuntimeConfig {
         engine: EngineConfig { model_dir: a.model.clone(), threads: a.threads, max_context: 1024, ..EngineConfig::default() },
-        // The demo allows 10 % probe-NLL drift (the library default is 2 %): a visible change of
-        // style moves the NLL of generic probe replies by a few percent. The KL budget stays 0.1.
-        // The simulated caller rates a reply every second or so, far faster than a person does; the
-        // rate limit (30 updates a minute) would batch updates by machine speed and make runs
-        // differ from machine to machine, so the demo switches it off.
-        learner: LearnerConfig {
-            lr: a.lr,
-            max_nll_drift: a.max_nll_drift,
-            lr_recovery: 1.1,
-            max_updates_per_minute: 0,
-            ..LearnerConfig::default()
-        },
+        // The library's learner defaults but one: the simulated caller rates a reply every second
+        // or so, far faster than a person does; the rate limit (30 updates a minute) would batch
+        // updates by machine speed and make runs differ from machine to machine, so the demo
+        // switches it off (and says so).
+        learner: LearnerConfig { max_updates_per_minute: 0, ..LearnerConfig::default() },
         ..RuntimeConfig::default()
     };
     cfg.learner = apply_overrides(&cfg.learner, &a.set)?;
     cfg.store.dir = Some(a.out.join("adapters"));
+    let changed = crate::eval::changed_settings(&cfg.learner)?;
+    println!("learner settings changed from the library defaults: {} (the simulated caller rates far faster than a person)", changed.join(", "));
     let mut runs = Vec::new();
     for name in &a.algorithms {
         let mut c = cfg.clone();

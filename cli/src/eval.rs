@@ -340,7 +340,7 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
 }
 
 /// The learner settings that differ from the library defaults, as `name=value`.
-fn changed_settings(cfg: &LearnerConfig) -> Result<Vec<String>> {
+pub fn changed_settings(cfg: &LearnerConfig) -> Result<Vec<String>> {
     let (now, def) = (serde_json::to_value(cfg)?, serde_json::to_value(LearnerConfig::default())?);
     let mut out = Vec::new();
     if let (Some(n), Some(d)) = (now.as_object(), def.as_object()) {

@@ -47,6 +47,11 @@ enum Cmd {
         /// Keep the adapter in memory only (nothing is saved).
         #[arg(long)]
         no_save: bool,
+        /// Reward sources the runtime computes, given for each reply when the next message comes:
+        /// `coherence` (of the reply) and `sentiment` (VADER, of your next message), comma
+        /// separated. The configuration's `rewards` apply as well.
+        #[arg(long, value_delimiter = ',')]
+        rewards: Vec<ChatReward>,
     },
     /// A user's saved adapter: stats, history, rollback, export, import, forget.
     User {
@@ -63,6 +68,15 @@ enum Cmd {
     Eval(eval::EvalArgs),
 }
 
+/// A reward source `attune chat --rewards` gives each reply.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ChatReward {
+    /// The reply's coherence (base-model NLL, repetition, cut off mid-sentence).
+    Coherence,
+    /// The sentiment of the user's next message.
+    Sentiment,
+}
+
 #[derive(Subcommand, Clone)]
 enum UserAction {
     /// Counters, rewards, pending episodes and saved versions, as JSON.
@@ -75,6 +89,10 @@ enum UserAction {
         #[arg(long, default_value_t = 1)]
         steps: usize,
     },
+    /// Give a reply (an episode id from `generate --user`) a reward: the JSON of
+    /// `attune_session_feedback_json`, e.g. '{"thumbs": true}' or '[{"coherence": {}}, {"task":
+    /// [{"use_word": "Sam"}]}]'. The adapter is saved afterwards.
+    Feedback { name: String, episode: u64, reward: String },
     /// Write the newest saved adapter to a file.
     Export { name: String, file: PathBuf },
     /// Replace the user's adapter with an exported file (validated first).
@@ -240,7 +258,7 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Cmd::Chat { engine, gen, user, no_save } => chat(&engine, &gen, &user, !no_save)?,
+        Cmd::Chat { engine, gen, user, no_save, rewards } => chat(&engine, &gen, &user, !no_save, &rewards)?,
         Cmd::User { engine, action } => user_cmd(&engine, action)?,
         Cmd::Bench(args) => bench::run(args)?,
         Cmd::Demo(args) => demo::run(args)?,
@@ -280,6 +298,14 @@ fn user_cmd(engine: &EngineArgs, action: UserAction) -> Result<()> {
             s.rollback(steps)?;
             println!("rolled {name} back {steps} version(s)");
         }
+        UserAction::Feedback { name, episode, reward } => {
+            let reward = attune::learn::sources::reward_from_json(&reward)?;
+            let mut s = rt.open_session(&name)?;
+            let outcome = s.feedback(episode, &reward)?;
+            print_outcome(&outcome);
+            let v = s.save()?;
+            println!("saved {name}'s adapter as version {v}");
+        }
         UserAction::Export { name, file } => {
             let bytes = store.export(&name)?;
             std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
@@ -299,8 +325,23 @@ fn user_cmd(engine: &EngineArgs, action: UserAction) -> Result<()> {
     Ok(())
 }
 
-fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, save: bool) -> Result<()> {
-    use attune::learn::{FeedbackOutcome, Reward};
+/// What a feedback did, on standard error: the update (if one ran) and each reward source's share.
+fn print_outcome(o: &attune::learn::FeedbackOutcome) {
+    use attune::learn::FeedbackOutcome;
+    match o {
+        FeedbackOutcome::Updated(r) => {
+            eprintln!("(update: {:?}, KL {:.4}, grad norm {:.3})", r.outcome, r.mean_kl, r.grad_norm);
+            for p in &r.rewards {
+                eprintln!("(  episode {} {}: {:.3} -> {:+.3} x {} = {:+.3})", p.episode_id, p.source, p.raw, p.value, p.weight, p.contribution);
+            }
+        }
+        FeedbackOutcome::Queued => eprintln!("(feedback queued)"),
+        FeedbackOutcome::Ignored(why) => eprintln!("(feedback ignored: {why:?})"),
+    }
+}
+
+fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, save: bool, rewards: &[ChatReward]) -> Result<()> {
+    use attune::learn::{Reward, RewardSource, SentimentOf};
     use attune::runtime::Runtime;
     let cfg = if save { engine.with_store()? } else { engine.runtime_config()? };
     let rt = Runtime::new(cfg)?;
@@ -326,13 +367,10 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, save: bool) -> Result<()
             }
         }
     };
-    eprintln!("attune chat: type a message. /good or /bad rates the last reply, /fix TEXT teaches the reply you wanted,");
-    eprintln!("/reset clears the conversation, /save saves the adapter, /quit exits (the adapter is saved after every change).");
-    let report = |o: &FeedbackOutcome| match o {
-        FeedbackOutcome::Updated(r) => eprintln!("(update: {:?}, KL {:.4}, grad norm {:.3})", r.outcome, r.mean_kl, r.grad_norm),
-        FeedbackOutcome::Queued => eprintln!("(feedback queued)"),
-        FeedbackOutcome::Ignored(why) => eprintln!("(feedback ignored: {why:?})"),
-    };
+    eprintln!("attune chat: type a message. /good or /bad rates the last reply, /rate JSON gives it any reward,");
+    eprintln!("/fix TEXT teaches the reply you wanted, /reset clears the conversation, /save saves the adapter, /quit exits");
+    eprintln!("(the adapter is saved after every change).");
+    let report = print_outcome;
     loop {
         eprint!("> ");
         let mut line = String::new();
@@ -374,6 +412,21 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, save: bool) -> Result<()
             }
             continue;
         }
+        if let Some(json) = cmd.strip_prefix("/rate ") {
+            match (&last, attune::learn::sources::reward_from_json(json)) {
+                (Some((id, _)), Ok(reward)) => match session.feedback(*id, &reward) {
+                    Ok(o) => {
+                        report(&o);
+                        dirty = true;
+                        save_now(&mut session, &mut dirty);
+                    }
+                    Err(e) => eprintln!("({e})"),
+                },
+                (None, _) => eprintln!("(no reply to rate yet)"),
+                (_, Err(e)) => eprintln!("({e})"),
+            }
+            continue;
+        }
         if let Some(fix) = cmd.strip_prefix("/fix ") {
             match &last {
                 Some((_, ctx)) => {
@@ -390,6 +443,24 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, save: bool) -> Result<()
                 None => eprintln!("(no reply to correct yet)"),
             }
             continue;
+        }
+        // The computed rewards of the reply before this message: its coherence, and the sentiment
+        // of what the user says next.
+        if let (Some((id, _)), false) = (&last, rewards.is_empty()) {
+            let parts = rewards
+                .iter()
+                .map(|r| match r {
+                    ChatReward::Coherence => (1.0, RewardSource::Coherence(Default::default())),
+                    ChatReward::Sentiment => (1.0, RewardSource::Sentiment(SentimentOf::Text(line.clone()))),
+                })
+                .collect();
+            match session.feedback(*id, &Reward { parts }) {
+                Ok(o) => {
+                    report(&o);
+                    dirty = true;
+                }
+                Err(e) => eprintln!("({e})"),
+            }
         }
         history.push(Message::user(line));
         opts.sampling.seed = opts.sampling.seed.wrapping_add(1);

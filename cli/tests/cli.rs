@@ -1,7 +1,8 @@
 //! The command line a person keeps using, on the tiny model: `attune chat --user` keeps what the
 //! chat taught after a normal exit and after Ctrl-C, `attune user stats|history|export|import|
 //! rollback|forget` read and change the stored adapter, `--config` takes the C API's JSON, and a
-//! greedy chat stays greedy.
+//! greedy chat stays greedy. The computed reward sources: `--config`'s `rewards`, `chat --rewards`,
+//! `/rate JSON` and `attune user feedback`.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -122,4 +123,42 @@ fn user_commands_and_config_file() {
     let bad = attune().arg("user").args(base_args(store.path())).args(["--config", cfg.to_str().unwrap(), "stats", "ann"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lr"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+#[test]
+fn reward_sources_from_config_flags_and_rate() {
+    let store = tempfile::tempdir().unwrap();
+    let cfg = store.path().join("runtime.json");
+    std::fs::write(&cfg, r#"{"learner": {"max_updates_per_minute": 0}, "rewards": {"task": {"checks": [{"avoid_word": "sorry"}]}}}"#).unwrap();
+    let mut child = attune()
+        .arg("chat")
+        .args(base_args(store.path()))
+        .args(["--config", cfg.to_str().unwrap(), "--user", "eve", "--max-new-tokens", "5", "--temperature", "0.9", "--rewards", "coherence,sentiment"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hello\nThanks, that is great!\n/rate {\"task\": [{\"use_word\": \"the\"}]}\n/rate {\"smile\": 1}\n/quit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chat failed: {err}");
+    // The first reply's feedback came with the next message: its coherence and that message's
+    // sentiment, plus the configured task check; the second reply's with /rate.
+    for want in ["episode 0 coherence", "episode 0 sentiment", "episode 0 task", "episode 1 task"] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(err.contains("unknown field `smile`"), "{err}");
+    let s = stats(store.path(), "eve");
+    assert_eq!(s["counters"]["feedback"], 2, "{s}");
+    // `attune user feedback` on a reply generated for later feedback.
+    let gen = attune().arg("generate").args(base_args(store.path())).args(["--user", "eve", "--max-new-tokens", "4", "Hi"]).output().unwrap();
+    let gen_err = String::from_utf8_lossy(&gen.stderr);
+    assert!(gen.status.success(), "{gen_err}");
+    let id = gen_err.split("(episode ").nth(1).and_then(|t| t.split_whitespace().next()).expect("the episode id is printed").to_string();
+    let fb = attune().arg("user").args(base_args(store.path())).args(["feedback", "eve", &id, r#"[{"thumbs": true}, {"sentiment": "reply"}]"#]).output().unwrap();
+    let fb_err = String::from_utf8_lossy(&fb.stderr);
+    assert!(fb.status.success(), "{fb_err}");
+    assert!(fb_err.contains(&format!("episode {id} sentiment")) && fb_err.contains(&format!("episode {id} thumbs")), "{fb_err}");
+    assert_eq!(stats(store.path(), "eve")["counters"]["feedback"], 3);
 }

@@ -47,10 +47,10 @@ fn real_model_demo_improves_the_callers_preference_within_the_kl_budget() {
             }
         }
         // Near the KL budget steps shrink and beta rises; the learning rate must not collapse
-        // (the demo's lr is 1e-3).
+        // (the demo runs at the library default lr, 2e-3).
         let last_lr = last_lr.expect("updates ran");
         eprintln!("{name}: learning rate after the last update {last_lr:.3e}");
-        assert!(last_lr >= 0.25e-3, "{name}: the learning rate fell to {last_lr}");
+        assert!(last_lr >= 0.5e-3, "{name}: the learning rate fell to {last_lr}");
     }
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -7,28 +7,12 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::status::*;
 
-/// A failed call: the status it returns and the message kept for `attune_last_error_message`.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    pub status: attune_status,
-    pub message: String,
-}
-
-impl Fail {
-    pub fn new(status: attune_status, message: impl Into<String>) -> Fail {
-        Fail { status, message: message.into() }
-    }
-}
-
-impl From<attune::Error> for Fail {
-    fn from(e: attune::Error) -> Fail {
-        Fail { status: e.code(), message: e.to_string() }
-    }
-}
+/// A failed call: the status it returns and the message kept for `attune_last_error_message`
+/// (the bindings' shared error, so that every boundary fails the same way).
+pub(crate) type Fail = attune_host::HostError;
 
 /// What an export body returns.
 pub(crate) type Outcome<T> = Result<T, Fail>;
@@ -61,22 +45,10 @@ pub(crate) fn with_last_error<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 
 /// Runs an export body: a panic becomes [`ATTUNE_STATUS_PANIC`] and a failure records its message.
 pub(crate) fn guard<T>(f: impl FnOnce() -> Outcome<T>) -> Result<T, attune_status> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(fail)) => {
-            set_last_error(&fail.message);
-            Err(fail.status)
-        }
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic payload".into());
-            set_last_error(&format!("internal error (panic): {what}"));
-            Err(ATTUNE_STATUS_PANIC)
-        }
-    }
+    attune_host::catch(f).map_err(|fail| {
+        set_last_error(&fail.message);
+        fail.status
+    })
 }
 
 /// [`guard`] for exports that return a status.

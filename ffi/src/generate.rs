@@ -3,8 +3,8 @@
 
 use std::ffi::{c_char, c_void};
 
-use attune::generate::{FinishReason, GenerateOptions, Prompt};
-use attune::tokenizer::Message;
+use attune::generate::{FinishReason, Prompt};
+use attune_host::json::PromptKind;
 
 use crate::boundary::{self, enum_value, handle, utf8, utf8_opt, Fail, Out, Outcome};
 use crate::session::{attune_session, lock};
@@ -53,44 +53,12 @@ pub struct attune_reply {
 
 /// Parses a prompt argument of the given kind.
 pub(crate) fn parse_prompt(kind: u32, prompt: &str) -> Outcome<Prompt> {
-    Ok(match enum_value(kind, 3, "prompt_kind")? {
-        ATTUNE_PROMPT_TEXT => Prompt::Text(prompt.to_string()),
-        ATTUNE_PROMPT_USER => Prompt::Chat(vec![Message::user(prompt)]),
-        _ => Prompt::Chat(
-            serde_json::from_str::<Vec<Message>>(prompt)
-                .map_err(|e| Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("chat messages must be a JSON array of {{\"role\", \"content\"}} objects: {e}")))?,
-        ),
-    })
-}
-
-/// Overlays `over` onto `base`: objects merge key by key (recursively), anything else replaces.
-fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
-}
-
-/// The runtime's default generation options with the fields of `json` (if any) overlaid.
-pub(crate) fn options(defaults: &GenerateOptions, json: Option<&str>) -> Outcome<GenerateOptions> {
-    let Some(json) = json else { return Ok(defaults.clone()) };
-    let bad = |e: serde_json::Error| Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("options_json: {e}"));
-    let over: serde_json::Value = serde_json::from_str(json).map_err(bad)?;
-    if !over.is_object() {
-        return Err(Fail::new(ATTUNE_STATUS_INVALID_JSON, "options_json must be a JSON object"));
-    }
-    let mut base = serde_json::to_value(defaults).map_err(bad)?;
-    merge(&mut base, over);
-    serde_json::from_value(base).map_err(bad)
+    let kind = match enum_value(kind, 3, "prompt_kind")? {
+        ATTUNE_PROMPT_TEXT => PromptKind::Text,
+        ATTUNE_PROMPT_USER => PromptKind::User,
+        _ => PromptKind::Chat,
+    };
+    attune_host::json::prompt(kind, prompt)
 }
 
 fn finish_code(f: FinishReason) -> u32 {
@@ -129,7 +97,7 @@ unsafe fn generate(
     let prompt = parse_prompt(prompt_kind, prompt)?;
     // SAFETY: as above.
     let (s, mut st) = unsafe { lock(session)? };
-    let opts = options(&s.shared.runtime.config().generation, json)?;
+    let opts = attune_host::json::options(&s.shared.runtime.config().generation, json)?;
     let shared = &s.shared;
     let mut piece = Vec::new();
     let mut stream = |text: &str| -> bool {
@@ -318,20 +286,9 @@ pub unsafe extern "C" fn attune_reply_free(reply: *mut attune_reply) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use attune::tokenizer::Message;
 
-    #[test]
-    fn options_overlay_the_runtime_defaults() {
-        let mut defaults = GenerateOptions::default();
-        defaults.sampling.temperature = 0.3;
-        defaults.max_new_tokens = 50;
-        let o = options(&defaults, Some(r#"{"max_new_tokens": 7, "sampling": {"seed": 9}}"#)).unwrap();
-        assert_eq!((o.max_new_tokens, o.sampling.seed, o.sampling.temperature), (7, 9, 0.3));
-        assert_eq!(options(&defaults, None).unwrap(), defaults);
-        for bad in ["[1]", "{", r#"{"max_tokens": 3}"#, r#"{"sampling": {"temperature": "hot"}}"#] {
-            assert_eq!(options(&defaults, Some(bad)).unwrap_err().status, ATTUNE_STATUS_INVALID_JSON, "{bad}");
-        }
-    }
+    use super::*;
 
     #[test]
     fn prompts_parse_by_kind() {

@@ -1,9 +1,8 @@
 //! Feedback, demonstrations, updates and `attune_update_report`.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void, CString};
 
-use attune::learn::{FeedbackOutcome, Reward, RewardSource, UpdateOutcome, UpdateReport};
-use serde::Deserialize;
+use attune::learn::{FeedbackOutcome, Reward, UpdateOutcome, UpdateReport};
 
 use crate::boundary::{self, handle, utf8, Fail, Out, Outcome};
 use crate::generate::parse_prompt;
@@ -54,72 +53,6 @@ impl attune_update_report {
     fn boxed(r: &UpdateReport) -> *mut attune_update_report {
         Box::into_raw(Box::new(attune_update_report::new(r)))
     }
-}
-
-/// One named signal of a JSON reward.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Signal {
-    #[serde(default = "one")]
-    weight: f32,
-    thumbs: Option<bool>,
-    stars: Option<u64>,
-    outcome: Option<f64>,
-    rule: Option<f64>,
-    score: Option<Score>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Score {
-    source: String,
-    value: f64,
-}
-
-fn one() -> f32 {
-    1.0
-}
-
-fn stars(n: u64) -> Outcome<RewardSource> {
-    match u8::try_from(n) {
-        Ok(s @ 1..=5) => Ok(RewardSource::Stars(s)),
-        _ => Err(Fail::new(ATTUNE_STATUS_INVALID_REWARD, format!("invalid reward: {n} stars is outside 1..=5"))),
-    }
-}
-
-impl Signal {
-    fn source(self) -> Outcome<(f32, RewardSource)> {
-        let given = [self.thumbs.is_some(), self.stars.is_some(), self.outcome.is_some(), self.rule.is_some(), self.score.is_some()];
-        if given.iter().filter(|&&g| g).count() != 1 {
-            return Err(Fail::new(
-                ATTUNE_STATUS_INVALID_JSON,
-                "each reward signal needs exactly one of \"thumbs\", \"stars\", \"outcome\", \"rule\", \"score\"",
-            ));
-        }
-        let src = if let Some(up) = self.thumbs {
-            RewardSource::Thumbs(up)
-        } else if let Some(n) = self.stars {
-            stars(n)?
-        } else if let Some(x) = self.outcome {
-            RewardSource::Scalar(x as f32)
-        } else if let Some(x) = self.rule {
-            RewardSource::Rule(x as f32)
-        } else if let Some(s) = self.score {
-            RewardSource::Score { source: s.source, value: s.value as f32 }
-        } else {
-            unreachable!("one signal is given (checked above)")
-        };
-        Ok((self.weight, src))
-    }
-}
-
-/// Parses a JSON reward: one signal object or an array of them.
-fn reward_from_json(json: &str) -> Outcome<Reward> {
-    let bad = |e: serde_json::Error| Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("reward_json: {e}"));
-    let v: serde_json::Value = serde_json::from_str(json).map_err(bad)?;
-    let signals: Vec<Signal> = if v.is_array() { serde_json::from_value(v).map_err(bad)? } else { vec![serde_json::from_value(v).map_err(bad)?] };
-    let parts = signals.into_iter().map(Signal::source).collect::<Outcome<Vec<_>>>()?;
-    Ok(Reward { parts })
 }
 
 /// The shared body of the feedback exports.
@@ -187,7 +120,7 @@ pub unsafe extern "C" fn attune_session_feedback_thumbs(session: *mut attune_ses
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_feedback_stars(session: *mut attune_session, episode_id: u64, stars: u32, out_outcome: *mut u32) -> attune_status {
     // SAFETY: forwarded from the caller.
-    unsafe { feedback(session, episode_id, || Ok(Reward { parts: vec![(1.0, self::stars(u64::from(stars))?)] }), out_outcome) }
+    unsafe { feedback(session, episode_id, || Ok(Reward { parts: vec![(1.0, attune_host::json::stars(u64::from(stars))?)] }), out_outcome) }
 }
 
 /// Gives a model or classifier score on any scale (a satisfaction score, a sentiment value);
@@ -211,8 +144,18 @@ pub unsafe extern "C" fn attune_session_feedback_score(
 /// Gives named signals as JSON: one object or an array of them, each with exactly one signal and
 /// an optional `"weight"` (default 1); the weighted signals are summed. Signals: `{"thumbs":
 /// true}`, `{"stars": 4}`, `{"outcome": -0.5}` (in [-1, 1]), `{"rule": 0.2}` (in [-1, 1]),
-/// `{"score": {"source": "csat", "value": 72}}`. Example: `[{"outcome": 1, "weight": 0.7},
-/// {"stars": 5, "weight": 0.3}]`. Statuses as `attune_session_feedback`, plus `INVALID_JSON`.
+/// `{"score": {"source": "csat", "value": 72}}`, and the sources the library computes from the
+/// reply: `{"coherence": {}}` (optionally the formula's weights `"nll"`, `"repetition"`,
+/// `"cutoff"`, `"ngram"`), `{"sentiment": "reply"}` or `{"sentiment": {"text": "the caller's next
+/// message"}}` (VADER), `{"task": [{"use_word": "refund"}, {"numeric": {"value": 42}}, ...]}`
+/// (host-defined checks, see docs/learning.md) and `{"callback": true}` (the session's reward
+/// callback, `attune_session_set_reward_callback`). Computed sources are z-scored per name. The
+/// runtime's `rewards` configuration adds its sources to a reply's first feedback; `[]` asks for
+/// those alone. Example: `[{"outcome": 1, "weight": 0.7}, {"stars": 5, "weight": 0.3}]`. Statuses
+/// as `attune_session_feedback`, plus `INVALID_JSON` (unknown keys are named), `INVALID_REWARD`
+/// (a computed value or the callback's result is not finite; nothing is learned),
+/// `INVALID_ARGUMENT` (a callback reward without a callback) and `CONFIG` (VADER's lexicon is
+/// missing: run `make setup`).
 ///
 /// # Safety
 /// As for `attune_session_feedback`; `reward_json` is NULL or NUL-terminated.
@@ -224,7 +167,58 @@ pub unsafe extern "C" fn attune_session_feedback_json(
     out_outcome: *mut u32,
 ) -> attune_status {
     // SAFETY: forwarded from the caller.
-    unsafe { feedback(session, episode_id, || reward_from_json(utf8(reward_json, "reward_json")?), out_outcome) }
+    unsafe { feedback(session, episode_id, || attune_host::json::reward(utf8(reward_json, "reward_json")?), out_outcome) }
+}
+
+/// The host's reward for a reply: `user_data` as given to `attune_session_set_reward_callback`,
+/// and the reply's text (`len` bytes of UTF-8 followed by a NUL, borrowed until the callback
+/// returns). Returns the reward on any scale (it is z-scored as the score "callback"); NaN or an
+/// infinity makes the feedback call fail with `ATTUNE_STATUS_INVALID_REWARD`, and nothing is
+/// learned from it.
+pub type attune_reward_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, text: *const c_char, len: usize) -> f64>;
+
+/// The callback and its `user_data`, moved into the session's reward function.
+struct HostReward {
+    callback: unsafe extern "C" fn(*mut c_void, *const c_char, usize) -> f64,
+    user_data: *mut c_void,
+}
+
+// SAFETY: the callback is called only while the session's lock is held, on the thread of the
+// feedback call that the host made; `attune_session_set_reward_callback` documents that
+// `user_data` is used there, which is the host's promise.
+unsafe impl Send for HostReward {}
+
+impl HostReward {
+    fn call(&self, text: &str) -> f64 {
+        // Decoded text has no NUL in practice; one would end the C string early, so it is dropped.
+        let c = CString::new(text.replace('\0', "")).unwrap_or_default();
+        // SAFETY: the host's callback with its own `user_data` and a NUL-terminated string that
+        // lives until the call returns.
+        unsafe { (self.callback)(self.user_data, c.as_ptr(), c.as_bytes().len()) }
+    }
+}
+
+/// Sets the session's reward callback, used by `{"callback": true}` rewards and by the runtime's
+/// `rewards.callback` configuration; NULL removes it. The callback runs on the thread that calls a
+/// feedback function, before that call returns; inside it, calls on the same session return
+/// `ATTUNE_STATUS_BUSY`. It must not unwind (no C++ exception, no `longjmp`). `user_data` is passed
+/// through unchanged and must stay valid until the callback is replaced or the session is freed.
+///
+/// # Safety
+/// `session` is NULL or a live session; `callback` is NULL or a function of this signature that is
+/// safe to call with `user_data`.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_set_reward_callback(session: *mut attune_session, callback: attune_reward_callback, user_data: *mut c_void) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (_, mut st) = unsafe { lock(session)? };
+        let f = callback.map(|callback| {
+            let host = HostReward { callback, user_data };
+            Box::new(move |text: &str| host.call(text)) as attune::runtime::RewardFn
+        });
+        st.session.set_reward_fn(f);
+        Ok(())
+    })
 }
 
 /// Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
@@ -312,7 +306,9 @@ pub unsafe extern "C" fn attune_update_report_outcome(report: *const attune_upda
 /// Writes the report as JSON to `*out_json` (NUL-terminated; borrowed: valid until
 /// `attune_update_report_free`): `{"algorithm", "outcome" ("accepted", {"rolled_back": reason},
 /// {"skipped": reason}), "episodes", "tokens", "loss": {...}, "mean_kl", "probe": {...} or null,
-/// "grad_norm", "beta", "lr", "elapsed_s", ...}`.
+/// "grad_norm", "beta", "lr", "elapsed_s", "rewards": [{"episode_id", "source", "raw", "value",
+/// "weight", "contribution"}, ...], ...}`; `rewards` lists each reward source of the feedback the
+/// update learned from (`value` is a score's z-score, `contribution = weight * value`).
 ///
 /// # Safety
 /// `report` is NULL or live; `out_json` is NULL or writable.
@@ -338,26 +334,4 @@ pub unsafe extern "C" fn attune_update_report_free(report: *mut attune_update_re
             drop(unsafe { Box::from_raw(report) });
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_rewards_parse_into_weighted_sources() {
-        assert_eq!(reward_from_json(r#"{"thumbs": true}"#).unwrap(), Reward::thumbs(true));
-        let r = reward_from_json(r#"[{"outcome": 1, "weight": 0.7}, {"score": {"source": "csat", "value": 72}, "weight": 0.3}]"#).unwrap();
-        assert_eq!(r.parts, vec![(0.7, RewardSource::Scalar(1.0)), (0.3, RewardSource::Score { source: "csat".into(), value: 72.0 })]);
-        for (bad, status) in [
-            ("{}", ATTUNE_STATUS_INVALID_JSON),
-            (r#"{"thumbs": true, "stars": 3}"#, ATTUNE_STATUS_INVALID_JSON),
-            (r#"{"smile": 1}"#, ATTUNE_STATUS_INVALID_JSON),
-            ("[", ATTUNE_STATUS_INVALID_JSON),
-            (r#"{"stars": 300}"#, ATTUNE_STATUS_INVALID_REWARD),
-            (r#"{"stars": 0}"#, ATTUNE_STATUS_INVALID_REWARD),
-        ] {
-            assert_eq!(reward_from_json(bad).unwrap_err().status, status, "{bad}");
-        }
-    }
 }

@@ -4,7 +4,7 @@ use std::ffi::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use attune::runtime::{Runtime, RuntimeConfig};
+use attune::runtime::Runtime;
 
 use crate::boundary::{self, handle, utf8, Fail, Out, Outcome};
 use crate::status::*;
@@ -41,16 +41,7 @@ impl Shared {
 
 /// Parses the configuration and loads the runtime.
 fn new_runtime(config_json: &str) -> Outcome<attune_runtime> {
-    // Syntax first, so that "this is not JSON" and "this JSON is not a valid configuration" get
-    // different statuses.
-    let value = serde_json::from_str::<serde_json::Value>(config_json)
-        .map_err(|e| Fail::new(ATTUNE_STATUS_INVALID_JSON, format!("configuration is not valid JSON: {e}")))?;
-    // serde would also read a struct from an array; the header promises an object.
-    if !value.is_object() {
-        return Err(Fail::new(ATTUNE_STATUS_INVALID_JSON, "configuration must be a JSON object"));
-    }
-    let config = RuntimeConfig::from_json(config_json)?;
-    let runtime = Runtime::new(config)?;
+    let runtime = Runtime::new(attune_host::json::config(config_json)?)?;
     Ok(attune_runtime { shared: Arc::new(Shared { runtime, closed: AtomicBool::new(false) }) })
 }
 

@@ -310,33 +310,6 @@ pub unsafe extern "C" fn attune_bytes_free(bytes: *mut attune_bytes) {
     })
 }
 
-/// The session's statistics as JSON.
-fn stats_json(user: &str, st: &mut SessionState) -> Vec<u8> {
-    // The current adapter measured on the probes (KL to the base, NLL, entropy); `null` when the
-    // measurement fails, which the other fields still report around.
-    let probe = st.session.learner_mut().probe_stats().ok().flatten();
-    let kv = st.session.kv_cache_usage();
-    let l = st.session.learner();
-    let v = serde_json::json!({
-        "probe": probe,
-        "adapter_finite": l.adapter().all_finite(),
-        "user": user,
-        "pending_episodes": l.pending_episodes(),
-        "pending_episodes_bytes": l.episodes_memory_bytes(),
-        "kv_cache": {"tokens": kv.0, "bytes": kv.1},
-        "next_episode_id": l.next_episode_id(),
-        "restored_episodes": st.session.restored_episodes(),
-        "counters": l.counters(),
-        "rewards": l.history(),
-        "beta": l.beta(),
-        "lr": l.lr(),
-        "last_update": st.last_report,
-    });
-    let mut out = v.to_string().into_bytes();
-    out.push(0);
-    out
-}
-
 /// Copies the session's statistics as a JSON object (NUL-terminated) into `buf` (`len` bytes):
 /// `{"user", "pending_episodes", "counters": {"episodes", "feedback", "updates", "accepted",
 /// "rolled_back", "skipped", "version", ...}, "rewards": {"count", "sum", "positive", "negative",
@@ -355,9 +328,11 @@ fn stats_json(user: &str, st: &mut SessionState) -> Vec<u8> {
 pub unsafe extern "C" fn attune_session_stats_json(session: *mut attune_session, buf: *mut c_char, len: usize, needed: *mut usize) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promise above.
-        let (s, mut st) = unsafe { lock(session)? };
-        let json = stats_json(s.user.to_str().unwrap_or_default(), &mut st);
-        drop(st);
+        let (s, mut guard) = unsafe { lock(session)? };
+        let st = &mut *guard;
+        let mut json = attune_host::json::stats(s.user.to_str().unwrap_or_default(), &mut st.session, st.last_report.as_ref()).to_string().into_bytes();
+        json.push(0);
+        drop(guard);
         // SAFETY: the caller's promises above.
         unsafe { fill(&json, buf, len, needed) }
     })

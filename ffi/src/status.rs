@@ -1,8 +1,9 @@
 //! Status codes: the number every fallible export returns. They are stable: a number keeps its
 //! meaning forever and is never reused. 1 ..= 19 are the C boundary's own; 20 and up are the core
-//! library's error kinds (`attune::Error::code`).
+//! library's error kinds (`attune::Error::code`). The names live in `attune_host::status` (shared
+//! with the Java and Python bindings); the tests below check every constant here against them.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 
 use crate::boundary;
 
@@ -80,46 +81,13 @@ pub const ATTUNE_STATUS_ENCRYPTION_KEY: attune_status = 36;
 /// a session opened afterwards works normally.
 pub const ATTUNE_STATUS_USER_FORGOTTEN: attune_status = 37;
 
-/// Every status and its name, in order.
-const NAMES: [(attune_status, &CStr); 29] = [
-    (ATTUNE_STATUS_OK, c"ATTUNE_STATUS_OK"),
-    (ATTUNE_STATUS_NULL_ARGUMENT, c"ATTUNE_STATUS_NULL_ARGUMENT"),
-    (ATTUNE_STATUS_INVALID_UTF8, c"ATTUNE_STATUS_INVALID_UTF8"),
-    (ATTUNE_STATUS_INVALID_ENUM, c"ATTUNE_STATUS_INVALID_ENUM"),
-    (ATTUNE_STATUS_BUFFER_TOO_SMALL, c"ATTUNE_STATUS_BUFFER_TOO_SMALL"),
-    (ATTUNE_STATUS_INVALID_JSON, c"ATTUNE_STATUS_INVALID_JSON"),
-    (ATTUNE_STATUS_BUSY, c"ATTUNE_STATUS_BUSY"),
-    (ATTUNE_STATUS_RUNTIME_CLOSED, c"ATTUNE_STATUS_RUNTIME_CLOSED"),
-    (ATTUNE_STATUS_NOT_FOUND, c"ATTUNE_STATUS_NOT_FOUND"),
-    (ATTUNE_STATUS_UNSUPPORTED, c"ATTUNE_STATUS_UNSUPPORTED"),
-    (ATTUNE_STATUS_PANIC, c"ATTUNE_STATUS_PANIC"),
-    (ATTUNE_STATUS_ORT_LIBRARY, c"ATTUNE_STATUS_ORT_LIBRARY"),
-    (ATTUNE_STATUS_ORT, c"ATTUNE_STATUS_ORT"),
-    (ATTUNE_STATUS_MODEL, c"ATTUNE_STATUS_MODEL"),
-    (ATTUNE_STATUS_TOKENIZER, c"ATTUNE_STATUS_TOKENIZER"),
-    (ATTUNE_STATUS_TEMPLATE, c"ATTUNE_STATUS_TEMPLATE"),
-    (ATTUNE_STATUS_CONFIG, c"ATTUNE_STATUS_CONFIG"),
-    (ATTUNE_STATUS_INVALID_ARGUMENT, c"ATTUNE_STATUS_INVALID_ARGUMENT"),
-    (ATTUNE_STATUS_CONTEXT_OVERFLOW, c"ATTUNE_STATUS_CONTEXT_OVERFLOW"),
-    (ATTUNE_STATUS_EXECUTION_PROVIDER, c"ATTUNE_STATUS_EXECUTION_PROVIDER"),
-    (ATTUNE_STATUS_UNKNOWN_EPISODE, c"ATTUNE_STATUS_UNKNOWN_EPISODE"),
-    (ATTUNE_STATUS_INVALID_REWARD, c"ATTUNE_STATUS_INVALID_REWARD"),
-    (ATTUNE_STATUS_LEARNING, c"ATTUNE_STATUS_LEARNING"),
-    (ATTUNE_STATUS_STORE, c"ATTUNE_STATUS_STORE"),
-    (ATTUNE_STATUS_CORRUPT_ADAPTER, c"ATTUNE_STATUS_CORRUPT_ADAPTER"),
-    (ATTUNE_STATUS_IO, c"ATTUNE_STATUS_IO"),
-    (ATTUNE_STATUS_GPU, c"ATTUNE_STATUS_GPU"),
-    (ATTUNE_STATUS_ENCRYPTION_KEY, c"ATTUNE_STATUS_ENCRYPTION_KEY"),
-    (ATTUNE_STATUS_USER_FORGOTTEN, c"ATTUNE_STATUS_USER_FORGOTTEN"),
-];
-
 /// The name of a status code (`"ATTUNE_STATUS_BUSY"`), or `"ATTUNE_STATUS_UNKNOWN"` for a number
 /// this version does not know.
 ///
 /// Returns a static string: never freed, valid for the life of the process.
 #[no_mangle]
 pub extern "C" fn attune_status_name(status: attune_status) -> *const c_char {
-    boundary::infallible(c"ATTUNE_STATUS_UNKNOWN".as_ptr(), || NAMES.iter().find(|(s, _)| *s == status).map_or(c"ATTUNE_STATUS_UNKNOWN", |(_, n)| n).as_ptr())
+    boundary::infallible(c"ATTUNE_STATUS_UNKNOWN".as_ptr(), || attune_host::status::name_c(status).as_ptr())
 }
 
 #[cfg(test)]
@@ -156,19 +124,30 @@ mod tests {
         ];
         for (err, status) in cases {
             assert_eq!(err.code(), status, "{err}");
-            assert!(NAMES.iter().any(|(s, _)| *s == status));
+            assert_ne!(attune_host::status::name(status), "ATTUNE_STATUS_UNKNOWN");
         }
     }
 
     #[test]
-    fn names_are_unique_terminated_and_match_their_numbers() {
-        for (i, (s, n)) in NAMES.iter().enumerate() {
-            assert!(n.to_str().unwrap().starts_with("ATTUNE_STATUS_"));
-            assert!(NAMES[i + 1..].iter().all(|(t, m)| t != s && m != n), "{n:?} repeated");
-            // SAFETY: the returned pointer is a static NUL-terminated string.
-            let back = unsafe { std::ffi::CStr::from_ptr(attune_status_name(*s)) };
-            assert_eq!(back, *n);
+    fn every_constant_has_its_own_name() {
+        macro_rules! check {
+            ($($c:ident),* $(,)?) => {$(
+                // SAFETY: the returned pointer is a static NUL-terminated string.
+                let back = unsafe { std::ffi::CStr::from_ptr(attune_status_name($c)) };
+                assert_eq!(back.to_str().unwrap(), stringify!($c));
+            )*};
         }
+        check!(
+            ATTUNE_STATUS_OK, ATTUNE_STATUS_NULL_ARGUMENT, ATTUNE_STATUS_INVALID_UTF8, ATTUNE_STATUS_INVALID_ENUM,
+            ATTUNE_STATUS_BUFFER_TOO_SMALL, ATTUNE_STATUS_INVALID_JSON, ATTUNE_STATUS_BUSY, ATTUNE_STATUS_RUNTIME_CLOSED,
+            ATTUNE_STATUS_NOT_FOUND, ATTUNE_STATUS_UNSUPPORTED, ATTUNE_STATUS_PANIC, ATTUNE_STATUS_ORT_LIBRARY, ATTUNE_STATUS_ORT,
+            ATTUNE_STATUS_MODEL, ATTUNE_STATUS_TOKENIZER, ATTUNE_STATUS_TEMPLATE, ATTUNE_STATUS_CONFIG,
+            ATTUNE_STATUS_INVALID_ARGUMENT, ATTUNE_STATUS_CONTEXT_OVERFLOW, ATTUNE_STATUS_EXECUTION_PROVIDER,
+            ATTUNE_STATUS_UNKNOWN_EPISODE, ATTUNE_STATUS_INVALID_REWARD, ATTUNE_STATUS_LEARNING, ATTUNE_STATUS_STORE,
+            ATTUNE_STATUS_CORRUPT_ADAPTER, ATTUNE_STATUS_IO, ATTUNE_STATUS_GPU, ATTUNE_STATUS_ENCRYPTION_KEY,
+            ATTUNE_STATUS_USER_FORGOTTEN,
+        );
+        assert_eq!(attune_host::status::NAMES.len(), 29, "a status without a constant here");
         // SAFETY: as above.
         let unknown = unsafe { std::ffi::CStr::from_ptr(attune_status_name(12345)) };
         assert_eq!(unknown.to_str().unwrap(), "ATTUNE_STATUS_UNKNOWN");

@@ -142,7 +142,7 @@ impl Default for LearnerConfig {
         LearnerConfig {
             adapter: LoraConfig::default(),
             algorithm: Algorithm::Reinforce,
-            lr: 5e-4,
+            lr: 2e-3,
             a_lr_mult: 1.0,
             value_lr_mult: 0.1,
             min_lr: 1e-6,
@@ -171,7 +171,7 @@ impl Default for LearnerConfig {
             trpo_max_backtracks: 10,
             kl_budget: 0.1,
             max_nll_drift: 0.0,
-            max_coherence_drift: 0.1,
+            max_coherence_drift: 0.05,
             max_entropy_drop: 0.3,
             score_clip: 5.0,
             episode_capacity: 64,

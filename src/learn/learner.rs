@@ -13,7 +13,8 @@ use super::config::{Algorithm, LearnerConfig};
 use super::episode::{Episode, EpisodeBuffer, EpisodeKind, RecordSource};
 use super::guard::{Probes, RateLimiter, SignRun};
 use super::report::{FeedbackOutcome, ProbeStats, SkipReason, UpdateOutcome};
-use super::reward::{combine, Reward, RunningStats, ScoreStats};
+use super::report::RewardPart;
+use super::reward::{combine_parts, Reward, RunningStats, ScoreStats};
 use super::state::{Counters, LearnerState, RewardHistory, STATE_VERSION};
 use crate::adapter::{AdamParams, AdamState, AdapterMath, BaseScratch, CpuMath, HeadGrad, LoraHead, TokenEval};
 use crate::error::{Error, Result};
@@ -50,6 +51,8 @@ pub(crate) struct RewardStats {
     pub scores: ScoreStats,
     pub history: RewardHistory,
     pub critic: VecDeque<(f32, f32)>,
+    /// What each source contributed to the rewards not yet learned from, for the next report.
+    pub parts: Vec<RewardPart>,
 }
 
 /// The safeguards' own state.
@@ -294,7 +297,7 @@ impl Learner {
             return Err(Error::InvalidArgument(format!("episode {id} is a demonstration; it takes no feedback")));
         }
         let c = &self.config;
-        let r = combine(reward, &mut self.stats.scores, c.baseline_rate, c.sigma_floor, c.score_clip)?;
+        let (r, parts) = combine_parts(reward, &mut self.stats.scores, c.baseline_rate, c.sigma_floor, c.score_clip)?;
         self.stats.history.push(r);
         self.counters.feedback += 1;
         if self.config.algorithm == Algorithm::Supervised {
@@ -307,7 +310,27 @@ impl Learner {
         }
         let ep = self.episodes.get_mut(id)?;
         ep.reward = Some(ep.reward.unwrap_or(0.0) + r);
+        self.note_parts(id, parts);
         self.maybe_update(now)
+    }
+
+    /// Keeps what each source of episode `id`'s feedback contributed until an update reports it
+    /// (bounded: the oldest go first beyond a few per held episode).
+    fn note_parts(&mut self, id: u64, parts: Vec<RewardPart>) {
+        self.stats.parts.extend(parts.into_iter().map(|p| RewardPart { episode_id: id, ..p }));
+        let cap = 16 * self.config.episode_capacity;
+        if self.stats.parts.len() > cap {
+            let extra = self.stats.parts.len() - cap;
+            self.stats.parts.drain(..extra);
+        }
+    }
+
+    /// Moves the reward parts of the episodes `ids` into `rep`.
+    pub(crate) fn report_parts(&mut self, mut rep: super::UpdateReport, ids: &[u64]) -> super::UpdateReport {
+        let (mine, rest) = std::mem::take(&mut self.stats.parts).into_iter().partition(|p| ids.contains(&p.episode_id));
+        rep.rewards = mine;
+        self.stats.parts = rest;
+        rep
     }
 
     /// Under the supervised algorithm a rating teaches only through imitation: a well-rated reply
@@ -396,7 +419,8 @@ impl Learner {
         self.policy.adam = adam;
         self.policy.lr = state.lr;
         self.config = state.config;
-        self.stats = RewardStats { baseline: state.baseline, scores: state.scores, history: state.history, critic: state.critic.into_iter().collect() };
+        let parts = std::mem::take(&mut self.stats.parts);
+        self.stats = RewardStats { baseline: state.baseline, scores: state.scores, history: state.history, critic: state.critic.into_iter().collect(), parts };
         self.beta = state.beta;
         self.counters = Counters { next_id, version, ..state.counters };
         self.guards.sign_run = state.sign_run;
@@ -412,6 +436,8 @@ impl Learner {
         buffer.set_limits(c.episode_capacity, c.resident_episodes, c.episode_ttl_s);
         buffer.advance_ids(next_id);
         self.episodes = buffer;
+        // The sources of rewards those episodes still wait to learn, for the next report.
+        self.stats.parts = std::mem::take(&mut old.stats.parts);
         self.counters.version = self.counters.version.max(old.counters.version) + 1;
         if self.source.is_none() {
             self.source = old.source.clone();

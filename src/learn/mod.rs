@@ -2,9 +2,11 @@
 //! optimiser step and the safeguards around it (see `docs/learning.md`).
 //!
 //! Code map: [`episode`] holds replies until feedback arrives; [`reward`] turns feedback into one
-//! scalar; [`advantage`] has each algorithm's weights as pure functions; [`guard`] the probes,
-//! budgets, rate limit and same-sign cap; [`learner`] and `update` tie them together; [`state`] is
-//! the plain-data state a store persists; [`report`] what every update says about itself.
+//! scalar; [`sources`] configures the sources a session computes itself ([`coherence`], VADER
+//! [`sentiment`], task checks, a host callback) and parses rewards as JSON; [`advantage`] has each
+//! algorithm's weights as pure functions; [`guard`] the probes, budgets, rate limit and same-sign
+//! cap; [`learner`] and `update` tie them together; [`state`] is the plain-data state a store
+//! persists; [`report`] what every update says about itself.
 //!
 //! Architecture invariant: a step that breaks a budget is undone before anyone can generate with
 //! it, and non-finite rewards never reach the statistics or the gradient.
@@ -30,12 +32,15 @@
 //! ```
 
 pub mod advantage;
+pub mod coherence;
 pub mod config;
 pub mod episode;
 pub mod guard;
 pub mod learner;
 pub mod report;
 pub mod reward;
+pub mod sentiment;
+pub mod sources;
 pub mod state;
 mod update;
 
@@ -43,6 +48,8 @@ pub use config::{Algorithm, LearnerConfig};
 pub use episode::{DropReason, Episode, EpisodeBuffer, EpisodeKind, RecordSource};
 pub use guard::Probes;
 pub use learner::Learner;
-pub use report::{FeedbackOutcome, LossTerms, ProbeStats, RollbackReason, SkipReason, UpdateOutcome, UpdateReport};
-pub use reward::{Reward, RewardSource, Rule, RuleSet, RunningStats, ScoreStats};
+pub use report::{FeedbackOutcome, LossTerms, ProbeStats, RewardPart, RollbackReason, SkipReason, UpdateOutcome, UpdateReport};
+pub use coherence::{CoherenceTerms, CoherenceWeights};
+pub use reward::{Reward, RewardSource, Rule, RuleSet, RunningStats, ScoreStats, SentimentOf};
+pub use sources::RewardsConfig;
 pub use state::{Counters, LearnerState, RewardHistory, STATE_VERSION};

@@ -83,6 +83,24 @@ pub struct ProbeStats {
     pub tokens: usize,
 }
 
+/// What one reward source contributed to one episode's reward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardPart {
+    /// The episode the feedback was for.
+    pub episode_id: u64,
+    /// The source: `thumbs`, `stars`, `outcome`, `rule`, or a score's name (`coherence`,
+    /// `sentiment`, `task`, `callback`, or the host's own).
+    pub source: String,
+    /// Its value before normalisation (a score's raw value; the mapped value otherwise).
+    pub raw: f64,
+    /// Its value as combined: the mapped value, or a score's clipped z-score.
+    pub value: f64,
+    /// Its weight.
+    pub weight: f64,
+    /// `weight * value`: its share of the episode's reward.
+    pub contribution: f64,
+}
+
 /// Everything one update did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpdateReport {
@@ -136,6 +154,9 @@ pub struct UpdateReport {
     pub lr: f64,
     /// Wall-clock time of the update in seconds.
     pub elapsed_s: f64,
+    /// The reward sources of the feedback this update learned from, with their contributions.
+    #[serde(default)]
+    pub rewards: Vec<RewardPart>,
 }
 
 impl UpdateReport {
@@ -165,6 +186,7 @@ impl UpdateReport {
             beta,
             lr,
             elapsed_s: 0.0,
+            rewards: Vec::new(),
         }
     }
 

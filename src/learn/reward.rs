@@ -1,10 +1,14 @@
 //! Rewards: explicit feedback, rule rewards on the reply's text, and model scores, combined with
 //! weights into one scalar per episode. Non-finite or out-of-range values are rejected, never
-//! learned from; no feedback is not a reward of 0.
+//! learned from; no feedback is not a reward of 0. The sources a session computes itself
+//! (coherence, sentiment, task checks, the host's callback) are resolved into named scores before
+//! they reach [`combine`] (see `runtime::UserSession::feedback` and [`super::sources`]).
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use super::coherence::CoherenceWeights;
+use super::report::RewardPart;
 use crate::error::{Error, Result};
 
 /// One source of reward.
@@ -27,6 +31,50 @@ pub enum RewardSource {
         /// The raw score.
         value: f32,
     },
+    /// Computed by the session from the reply: its coherence (`docs/learning.md`), z-scored as
+    /// the score `"coherence"`.
+    Coherence(CoherenceWeights),
+    /// Computed by the session: VADER's compound score of the reply or of a text the host passes
+    /// (the caller's next message), z-scored as the score `"sentiment"`.
+    Sentiment(SentimentOf),
+    /// Computed by the session: the weighted mean of host-defined checks on the reply (a
+    /// [`RuleSet`]), z-scored as the score `"task"`.
+    Task(Vec<(f32, Rule)>),
+    /// Computed by the session: the host's reward callback on the reply text, z-scored as the
+    /// score `"callback"`.
+    Callback,
+}
+
+/// Whose text a sentiment reward reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SentimentOf {
+    /// The reply itself.
+    Reply,
+    /// A text the host passes, such as the caller's next message.
+    Text(String),
+}
+
+impl RewardSource {
+    /// The name the source has in update reports (a score's own source name).
+    pub fn name(&self) -> &str {
+        match self {
+            RewardSource::Thumbs(_) => "thumbs",
+            RewardSource::Stars(_) => "stars",
+            RewardSource::Scalar(_) => "outcome",
+            RewardSource::Rule(_) => "rule",
+            RewardSource::Score { source, .. } => source,
+            RewardSource::Coherence(_) => "coherence",
+            RewardSource::Sentiment(_) => "sentiment",
+            RewardSource::Task(_) => "task",
+            RewardSource::Callback => "callback",
+        }
+    }
+
+    /// Whether a session must compute the source from the reply before it can be combined.
+    pub fn is_computed(&self) -> bool {
+        matches!(self, RewardSource::Coherence(_) | RewardSource::Sentiment(_) | RewardSource::Task(_) | RewardSource::Callback)
+    }
 }
 
 /// The feedback of one episode: weighted sources, summed after each is normalised.
@@ -125,6 +173,11 @@ impl ScoreStats {
 /// Turns feedback into one finite scalar: thumbs +-1, stars (n - 3) / 2, scalars and rules as given
 /// (they must lie in [-1, 1]), scores z-scored; then the weighted sum.
 pub fn combine(reward: &Reward, scores: &mut ScoreStats, rate: f64, floor: f64, clip: f64) -> Result<f64> {
+    combine_parts(reward, scores, rate, floor, clip).map(|(total, _)| total)
+}
+
+/// [`combine`], with what each source contributed (`episode_id` 0: the caller sets it).
+pub fn combine_parts(reward: &Reward, scores: &mut ScoreStats, rate: f64, floor: f64, clip: f64) -> Result<(f64, Vec<RewardPart>)> {
     let bad = |why: String| Err(Error::InvalidReward(why));
     if reward.parts.is_empty() {
         return bad("a reward needs at least one source".into());
@@ -140,10 +193,14 @@ pub fn combine(reward: &Reward, scores: &mut ScoreStats, rate: f64, floor: f64, 
                 return bad(format!("value {x} is not a finite number in [-1, 1]"));
             }
             RewardSource::Score { value, .. } if !value.is_finite() => return bad(format!("score {value} is not finite")),
+            s if s.is_computed() => {
+                return bad(format!("the {} reward is computed from the reply by a session (UserSession::feedback), not by the learner", s.name()))
+            }
             _ => {}
         }
     }
     let mut total = 0.0;
+    let mut parts = Vec::with_capacity(reward.parts.len());
     for (w, src) in &reward.parts {
         let v = match src {
             RewardSource::Thumbs(up) => {
@@ -156,18 +213,25 @@ pub fn combine(reward: &Reward, scores: &mut ScoreStats, rate: f64, floor: f64, 
             RewardSource::Stars(n) => (f64::from(*n) - 3.0) / 2.0,
             RewardSource::Scalar(x) | RewardSource::Rule(x) => f64::from(*x),
             RewardSource::Score { source, value } => scores.z_score(source, f64::from(*value), rate, floor, clip),
+            _ => unreachable!("computed sources are refused above"),
         };
-        total += f64::from(*w) * v;
+        let raw = match src {
+            RewardSource::Score { value, .. } => f64::from(*value),
+            _ => v,
+        };
+        let weight = f64::from(*w);
+        total += weight * v;
+        parts.push(RewardPart { episode_id: 0, source: src.name().to_string(), raw, value: v, weight, contribution: weight * v });
     }
     if !total.is_finite() {
         return bad(format!("combined reward {total} is not finite"));
     }
-    Ok(total)
+    Ok((total, parts))
 }
 
-/// One rule on the reply's text, as configured.
+/// One rule on the reply's text, as configured (in JSON, see `sources::checks_from_json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Rule {
     /// +1 at `target` words, falling linearly to -1 at `tolerance` words away or more.
     Length {
@@ -177,16 +241,37 @@ pub enum Rule {
         tolerance: usize,
     },
     /// +1 when the word appears (whole word, case-insensitive), else -1.
+    #[serde(alias = "contains")]
     UseWord(String),
     /// -1 when the word appears (whole word, case-insensitive), else +1.
+    #[serde(alias = "avoids")]
     AvoidWord(String),
     /// +1 when the regular expression matches, else -1.
+    #[serde(alias = "matches")]
     UseRegex(String),
     /// -1 when the regular expression matches, else +1.
     AvoidRegex(String),
     /// +1 when the reply (leading whitespace trimmed) starts with the text, case-insensitive, else -1.
     StartsWith(String),
+    /// +1 when the reply, trimmed of white space and of one final `.`, equals the text
+    /// (case-insensitive, also trimmed), else -1.
+    Exact(String),
+    /// +1 when the last number in the reply (`-1,234.5` style; thousands commas allowed) is within
+    /// `tolerance` of `value`, else -1 (also when the reply has no number).
+    Numeric {
+        /// The expected answer.
+        value: f64,
+        /// The largest accepted absolute difference (default 0: exact).
+        #[serde(default)]
+        tolerance: f64,
+    },
+    /// +1 when the reply is valid JSON (trimmed; or, when it has one, the inside of its first
+    /// ``` fenced block), else -1.
+    ValidJson,
 }
+
+/// A number as `Rule::Numeric` reads it.
+const NUMBER: &str = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?";
 
 /// Weighted rules compiled once; their value on a text is the weighted mean, in [-1, 1].
 #[derive(Debug, Clone)]
@@ -212,6 +297,12 @@ impl RuleSet {
                 }
                 Rule::UseRegex(p) | Rule::AvoidRegex(p) => Some(compile(p)?),
                 Rule::Length { tolerance: 0, .. } => return Err(Error::InvalidArgument("length tolerance must be at least 1".into())),
+                Rule::Numeric { value, tolerance } => {
+                    if !(value.is_finite() && tolerance.is_finite() && *tolerance >= 0.0) {
+                        return Err(Error::InvalidArgument(format!("numeric rule: value {value} and tolerance {tolerance} must be finite, tolerance >= 0")));
+                    }
+                    Some(compile(NUMBER)?)
+                }
                 _ => None,
             };
             out.push((w, rule, re));
@@ -233,12 +324,34 @@ impl RuleSet {
                 Rule::UseWord(_) | Rule::UseRegex(_) => hit(re.as_ref().is_some_and(|r| r.is_match(text))),
                 Rule::AvoidWord(_) | Rule::AvoidRegex(_) => hit(!re.as_ref().is_some_and(|r| r.is_match(text))),
                 Rule::StartsWith(p) => hit(text.trim_start().to_lowercase().starts_with(&p.to_lowercase())),
+                Rule::Exact(want) => {
+                    let norm = |t: &str| t.trim().strip_suffix('.').unwrap_or(t.trim()).trim().to_lowercase();
+                    hit(norm(text) == norm(want))
+                }
+                Rule::Numeric { value, tolerance } => {
+                    let last = re.as_ref().and_then(|r| r.find_iter(text).last());
+                    let got = last.and_then(|m| m.as_str().replace(',', "").parse::<f64>().ok());
+                    hit(got.is_some_and(|x| (x - value).abs() <= *tolerance))
+                }
+                Rule::ValidJson => hit(json_body(text).is_some_and(|body| serde_json::from_str::<serde_json::Value>(body).is_ok())),
             };
             sum += w * v;
             weight += w.abs();
         }
         (sum / weight).clamp(-1.0, 1.0)
     }
+}
+
+/// What `Rule::ValidJson` parses: the inside of the first ``` fenced block, else the trimmed text.
+fn json_body(text: &str) -> Option<&str> {
+    if let Some((_, rest)) = text.split_once("```") {
+        let rest = rest.strip_prefix("json").unwrap_or(rest);
+        if let Some((inside, _)) = rest.split_once("```") {
+            return Some(inside.trim());
+        }
+    }
+    let t = text.trim();
+    (!t.is_empty()).then_some(t)
 }
 
 fn compile(pattern: &str) -> Result<Regex> {
@@ -324,5 +437,37 @@ mod tests {
         assert_eq!(start.evaluate("  Sure thing"), 1.0);
         assert_eq!(start.evaluate("No"), -1.0);
         assert_eq!(r(&Reward::rules(&start, "No")).unwrap(), -1.0);
+    }
+
+    #[test]
+    fn answer_checks_score_text() {
+        let one = |rule: Rule, text: &str| RuleSet::new(vec![(1.0, rule)]).unwrap().evaluate(text);
+        assert_eq!(one(Rule::Exact("Paris".into()), "  paris. "), 1.0);
+        assert_eq!(one(Rule::Exact("Paris".into()), "Paris, France"), -1.0);
+        let n = |value: f64, tolerance: f64| Rule::Numeric { value, tolerance };
+        assert_eq!(one(n(42.0, 0.0), "6 times 7 is 42."), 1.0);
+        assert_eq!(one(n(1234.5, 0.0), "It costs $1,234.5 in total"), 1.0);
+        assert_eq!(one(n(-3.0, 0.0), "x = -3"), 1.0);
+        assert_eq!(one(n(3.14, 0.01), "pi is about 3.1416"), 1.0);
+        assert_eq!(one(n(3.14, 0.0), "pi is about 3.1416"), -1.0);
+        assert_eq!(one(n(4.0, 0.0), "no number here"), -1.0);
+        assert_eq!(one(n(4.0, 0.0), "2 + 2 = 5"), -1.0, "the last number is the answer");
+        assert_eq!(one(Rule::ValidJson, r#" {"a": [1, 2]} "#), 1.0);
+        assert_eq!(one(Rule::ValidJson, "Here you go:\n```json\n{\"ok\": true}\n```\nDone."), 1.0);
+        assert_eq!(one(Rule::ValidJson, "{\"a\": 1"), -1.0);
+        assert_eq!(one(Rule::ValidJson, ""), -1.0);
+        assert!(RuleSet::new(vec![(1.0, n(f64::NAN, 0.0))]).is_err());
+        assert!(RuleSet::new(vec![(1.0, n(1.0, -1.0))]).is_err());
+    }
+
+    #[test]
+    fn computed_sources_need_a_session_and_parts_are_reported() {
+        let e = r(&Reward::thumbs(true).and(1.0, RewardSource::Coherence(CoherenceWeights::default()))).unwrap_err();
+        assert!(matches!(&e, Error::InvalidReward(m) if m.contains("coherence")), "{e}");
+        let mut st = ScoreStats::default();
+        let reward = Reward::thumbs(false).and(0.5, RewardSource::Scalar(0.5));
+        let (total, parts) = combine_parts(&reward, &mut st, 0.05, 1e-3, 5.0).unwrap();
+        assert_eq!(total, -0.75);
+        assert_eq!(parts.iter().map(|p| (p.source.as_str(), p.contribution)).collect::<Vec<_>>(), vec![("thumbs", -1.0), ("outcome", 0.25)]);
     }
 }

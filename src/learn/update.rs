@@ -66,8 +66,9 @@ impl Learner {
         // Their rewards are consumed (learned, or dropped by a ratio check); replies stay for later
         // signals. After an error they keep their rewards for the next update.
         let consumed = vec![result.is_ok(); episodes.len()];
+        let ids: Vec<u64> = episodes.iter().map(|e| e.id).collect();
         self.episodes.return_learned(episodes, &consumed);
-        result
+        result.map(|rep| self.report_parts(rep, &ids))
     }
 
     /// Rebuilds the records of compact episodes; those that cannot be rebuilt are dropped.

@@ -10,22 +10,25 @@
 mod claims;
 mod fingerprint;
 mod persist;
+mod rewards;
 mod session;
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineConfig;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Model, Prompt, SamplingConfig, TokenRecord};
-use crate::learn::LearnerConfig;
+use crate::learn::sentiment::Vader;
+use crate::learn::{LearnerConfig, RewardsConfig};
 use crate::store::{AdapterStore, EncryptionKey, StoreOptions};
 use claims::OpenSessions;
 use crate::tokenizer::Message;
 pub use fingerprint::WeightsCheck;
 pub use persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
+pub use rewards::RewardFn;
 pub use session::{Reply, UserSession, ID_BLOCK};
 
 /// Where and how adapters are kept.
@@ -79,6 +82,9 @@ pub struct RuntimeConfig {
     /// Tokens generated (base model, seeded sampling at the learner's `greedy_tau`) per probe prompt;
     /// 0 means [`DEFAULT_PROBE_TOKENS`].
     pub probe_tokens: usize,
+    /// Reward sources computed for every reply (coherence, sentiment, task checks, the host's
+    /// callback) and added to its first feedback; none by default.
+    pub rewards: RewardsConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -91,6 +97,7 @@ impl Default for RuntimeConfig {
             generation: GenerateOptions::default(),
             probe_prompts: Vec::new(),
             probe_tokens: 0,
+            rewards: RewardsConfig::default(),
         }
     }
 }
@@ -107,6 +114,7 @@ impl RuntimeConfig {
     pub fn validate(&self) -> Result<()> {
         crate::engine::providers::parse_list(&self.engine.execution_providers)?;
         self.learner.validate()?;
+        self.rewards.validate()?;
         self.generation.sampling.validate()?;
         if self.store.keep_versions == 0 {
             return Err(Error::Config("store.keep_versions must be at least 1".into()));
@@ -135,6 +143,8 @@ pub struct Runtime {
     probes: OnceLock<Vec<TokenRecord>>,
     weights: WeightsCheck,
     sessions: Arc<OpenSessions>,
+    /// VADER's lexicons, read at the first sentiment reward.
+    vader: Mutex<Option<Arc<Vader>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -163,7 +173,7 @@ impl Runtime {
             }
         };
         let sessions = Arc::new(OpenSessions::default());
-        Ok(Arc::new(Runtime { model, config, store, probes: OnceLock::new(), weights, sessions }))
+        Ok(Arc::new(Runtime { model, config, store, probes: OnceLock::new(), weights, sessions, vader: Mutex::new(None) }))
     }
 
     /// The model.
@@ -203,6 +213,23 @@ impl Runtime {
             Some(s) => s.forget(user),
             None => Ok(false),
         })
+    }
+
+    /// The VADER analyser, its lexicons read from `rewards.vader_dir` (default: `vader` beside the
+    /// model folder) at the first call; a missing lexicon is [`Error::Config`] with the command
+    /// that makes it, and is looked for again at the next call.
+    pub fn vader(&self) -> Result<Arc<Vader>> {
+        let mut slot = self.vader.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = &*slot {
+            return Ok(Arc::clone(v));
+        }
+        let dir = match &self.config.rewards.vader_dir {
+            Some(d) => d.clone(),
+            None => self.config.engine.model_dir.parent().unwrap_or(Path::new(".")).join("vader"),
+        };
+        let v = Arc::new(Vader::load(&dir)?);
+        *slot = Some(Arc::clone(&v));
+        Ok(v)
     }
 
     /// The probe records (base model, seeded samples), computed once per runtime.

@@ -16,11 +16,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::claims::SessionClaim;
+use super::rewards::{self, Replies, RewardFn};
 use super::persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
 use super::Runtime;
 use crate::error::{Error, Result};
 use crate::generate::{FinishReason, GenerateOptions, KvCache, Prompt, RecordedSampling, Timings};
-use crate::learn::{Algorithm, FeedbackOutcome, Learner, RecordSource, Reward, UpdateReport};
+use crate::learn::{Algorithm, EpisodeKind, FeedbackOutcome, Learner, RecordSource, Reward, UpdateReport};
 use crate::store::RollbackTarget;
 
 /// How many ids a reservation covers: one fsynced write per this many replies.
@@ -57,6 +58,10 @@ pub struct UserSession {
     claim: SessionClaim,
     /// The conversation's KV cache, kept between chat turns (see [`GenerateOptions::reuse_kv`]).
     kv: KvCache,
+    /// What the computed reward sources need of the newest replies.
+    replies: Replies,
+    /// The host's reward callback, for `callback` rewards.
+    reward_fn: Option<RewardFn>,
 }
 
 impl std::fmt::Debug for UserSession {
@@ -74,7 +79,19 @@ impl UserSession {
         // session, so what it loads can never be written back.
         let claim = runtime.sessions.claim(user)?;
         let learner = Self::fresh_learner_for(&runtime)?;
-        let mut s = UserSession { runtime, user: user.to_string(), learner, created_unix: now_unix(), loaded_version: None, reserved_ids: 0, restored_episodes: 0, claim, kv: KvCache::default() };
+        let mut s = UserSession {
+            runtime,
+            user: user.to_string(),
+            learner,
+            created_unix: now_unix(),
+            loaded_version: None,
+            reserved_ids: 0,
+            restored_episodes: 0,
+            claim,
+            replies: Replies::default(),
+            reward_fn: None,
+            kv: KvCache::default(),
+        };
         if let Some(store) = s.runtime.store() {
             if let Some(rec) = store.load(user)? {
                 s.install(&rec)?;
@@ -214,7 +231,9 @@ impl UserSession {
             }
         };
         let n = g.tokens.len();
+        let logprobs = rewards::token_logprobs(&g.records);
         let id = self.learner.record_episode(g.prompt_tokens, g.records, g.sampling)?;
+        self.replies.insert(id, &g.text, g.finish, logprobs, self.learner.config().episode_capacity);
         if let Err(e) = self.record_user_text(prompt) {
             log::warn!("the user's message was not recorded as a target: {e}");
         }
@@ -270,10 +289,26 @@ impl UserSession {
         Ok(id)
     }
 
+    /// Sets (or, with `None`, removes) the host's reward callback: `callback` rewards call it with
+    /// the reply text, on this thread, before the feedback call returns. A result that is not
+    /// finite makes that feedback [`Error::InvalidReward`], and nothing is learned from it.
+    pub fn set_reward_fn(&mut self, f: Option<RewardFn>) {
+        self.reward_fn = f;
+    }
+
     /// Gives the reward for an episode; an update may run (see the learner's `auto_update_after`).
-    /// Several signals for one reply are all learned (see [`Learner::give_feedback`]).
+    /// Several signals for one reply are all learned (see [`Learner::give_feedback`]). Computed
+    /// sources (coherence, sentiment, task checks, the callback) are computed here, and the
+    /// runtime's configured ones (`rewards`) are added to a reply's first feedback; each enters as
+    /// a score of its own name. A computed value that is not finite is [`Error::InvalidReward`]
+    /// and nothing is recorded.
     pub fn feedback(&mut self, episode_id: u64, reward: &Reward) -> Result<FeedbackOutcome> {
-        let out = self.learner.give_feedback(episode_id, reward);
+        let reward = {
+            let ep = self.learner.episode(episode_id)?;
+            let first = ep.kind == EpisodeKind::Sampled && ep.reward.is_none() && ep.learned == 0;
+            rewards::resolve(&self.runtime, &mut self.replies, &mut self.reward_fn, ep, first, reward)?
+        };
+        let out = self.learner.give_feedback(episode_id, &reward);
         self.persist_pending();
         out
     }
@@ -372,6 +407,7 @@ impl UserSession {
         self.learner = l;
         // The conversation is the user's data too.
         self.kv.release();
+        self.replies.clear();
         self.reserved_ids = 0;
         self.created_unix = now_unix();
         Ok(())

@@ -60,3 +60,10 @@ pub fn cpu_config(dir: PathBuf) -> EngineConfig {
 pub fn load(dir: PathBuf) -> Model {
     Model::load(&cpu_config(dir)).expect("model loads")
 }
+
+/// `models/vader/`, where `make setup` copies VADER's lexicons (from vadersentiment==3.3.2).
+pub fn vader_dir() -> PathBuf {
+    let d = root().join("models/vader");
+    assert!(d.join("vader_lexicon.txt").is_file(), "VADER lexicon missing at {}: run `make setup` (models/vader.py)", d.display());
+    d
+}
