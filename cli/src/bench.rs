@@ -116,7 +116,7 @@ pub fn prompt_of(model: &Model, n: usize) -> Result<Vec<u32>> {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let t0 = Instant::now();
-    let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.clone(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
+    let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.iter().map(|n| n.as_str().into()).collect(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
     let model = Model::load(&cfg)?;
     let load_s = t0.elapsed().as_secs_f64();
     let prompt = prompt_of(&model, a.prompt_tokens)?;
