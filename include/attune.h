@@ -49,10 +49,10 @@
  *               "encryption_key": null},
  *     "learner": {"algorithm": "reinforce", "lr": 0.0005, "auto_update_after": 1,
  *                 "max_updates_per_minute": 30, "kl_budget": 0.1, "adapter": {"rank": 8}, ...},
- *     "generation": {"max_new_tokens": 128, "stop_strings": [], "stop_tokens": [],
+ *     "generation": {"max_new_tokens": 128, "stop_strings": [], "stop_tokens": [], "reuse_kv": true,
  *                    "sampling": {"temperature": 0.7, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
  *                                 "repetition_penalty": 1.0, "seed": 0}},
- *     "probe_prompts": [], "probe_tokens": 24
+ *     "probe_prompts": [], "probe_tokens": 64
  *   }
  * model_dir, ort_library, store.dir: relative paths are relative to the working directory.
  * ort_library: without it, ORT_DYLIB_PATH is tried, then .ort/ of the Attune checkout the library
@@ -62,6 +62,10 @@
  *   encrypted (XChaCha20-Poly1305). Another key than the store's: ATTUNE_STATUS_ENCRYPTION_KEY.
  * learner.auto_update_after: an update runs after this many rewards (0: only attune_session_update).
  * generation: the defaults of every generate call; a call's options_json overrides fields of it.
+ *   reuse_kv: a session keeps its conversation's KV cache between chat turns and prefills only the
+ *   tokens after the prefix a new chat prompt shares with the previous turn (a full prefill after
+ *   an edit of the history); the cache holds the base model's keys and values, which the adapter
+ *   does not change. It takes one KV buffer per session (see "kv_cache" in the session stats).
  */
 
 
@@ -765,6 +769,27 @@ void attune_runtime_free(attune_runtime *runtime);
 attune_status attune_runtime_context_tokens(const attune_runtime *runtime, size_t *out_tokens);
 
 /**
+ * Copies what the runtime runs on as a JSON object (NUL-terminated) into `buf` (`len` bytes):
+ * `{"provider": the highest-priority active execution provider ("webgpu", "qnn", ..., "cpu"),
+ * "compute_device": what it computes on ("cpu", "gpu", "npu", "accelerator"), "providers": [{"name",
+ * "compute_device", "devices": [{"type", "vendor", "id"}] (as ONNX Runtime lists them; may be
+ * empty), "options": {...} (those configured)}, ...] (every active provider in priority order, the
+ * CPU provider last), "failed_providers": [{"name", "reason"}] (configured but not registered,
+ * without `strict_providers`), "context_tokens", "kv_cache_in_place", "adapter_compute": {"device",
+ * "allow_software"} (the `compute` configuration)}`. When `len` is too small, returns
+ * `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
+ * included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
+ *
+ * # Safety
+ * `runtime` is NULL or a live runtime; `buf` is NULL or writable for `len` bytes; `needed` is NULL
+ * or writable.
+ */
+attune_status attune_runtime_stats_json(const attune_runtime *runtime,
+                                        char *buf,
+                                        size_t len,
+                                        size_t *needed);
+
+/**
  * Deletes everything the store holds for `user_id` (forget-me: every saved version of the adapter
  * and the pending episodes), without opening a session. Final: a session of that user that is
  * open goes on in memory, but it never writes to the store again (its save, rollback, reset,
@@ -923,9 +948,10 @@ void attune_bytes_free(attune_bytes *bytes);
  * `{"user", "pending_episodes", "counters": {"episodes", "feedback", "updates", "accepted",
  * "rolled_back", "skipped", "version", ...}, "rewards": {"count", "sum", "positive", "negative",
  * "recent"}, "beta", "lr", "last_update", "probe": {"kl", "nll", "base_nll", "entropy",
- * "base_entropy", "tokens"} (the current adapter on the probe replies, or null),
- * "adapter_finite", "pending_episodes_bytes", "next_episode_id", "restored_episodes"}`. When `len`
- * is too small, returns
+ * "base_entropy", "cross_entropy", "tokens"} (the current adapter on the probe replies, or null),
+ * "adapter_finite", "pending_episodes_bytes", "kv_cache": {"tokens", "bytes"} (the conversation's
+ * KV cache kept between chat turns), "next_episode_id", "restored_episodes"}`. When `len` is too
+ * small, returns
  * `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
  * included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
  *
