@@ -43,7 +43,9 @@
  * field is optional except engine.model_dir, and unknown fields are errors (ATTUNE_STATUS_CONFIG):
  *   {
  *     "engine": {"model_dir": "models/tiny", "ort_library": "/path/libonnxruntime.so",
- *                "execution_providers": ["cpu"], "strict_providers": false,
+ *                "execution_providers": [{"name": "qnn", "backend_path": "libQnnHtp.so",
+ *                                         "performance_mode": "burst"}, "nnapi", "cpu"],
+ *                "strict_providers": false,
  *                "webgpu_library": null, "threads": 0, "max_context": 0},
  *     "store": {"dir": "/data/attune", "keep_versions": 5, "cache_bytes": 67108864,
  *               "encryption_key": null},
@@ -55,6 +57,21 @@
  *     "probe_prompts": [], "probe_tokens": 64
  *   }
  * model_dir, ort_library, store.dir: relative paths are relative to the working directory.
+ * execution_providers: in order of preference; each a name or {"name": ..., options} (unknown
+ *   option or bad value: ATTUNE_STATUS_CONFIG naming the provider and the key). ONNX Runtime's CPU
+ *   provider always runs what the others leave, so "cpu" may only come last (its option: "arena").
+ *   webgpu: "library", "power_preference" (high_performance | low_power), "backend" (vulkan |
+ *     d3d12), "preferred_layout" (nchw | nhwc), "validation_mode" (disabled | wgpu_only | basic |
+ *     full); the device options take effect when the process's first WebGPU session is created.
+ *   qnn: "backend_path", "performance_mode" (default | burst | balanced | high_performance |
+ *     high_power_saver | low_power_saver | low_balanced | power_saver | extreme_power_saver |
+ *     sustained_high_performance), "htp_fp16_precision", "device_id".
+ *   nnapi: "fp16", "nchw", "cpu_disabled", "cpu_only". coreml: "compute_units" (all |
+ *     cpu_and_neural_engine | cpu_and_gpu | cpu_only), "model_format" (ml_program |
+ *     neural_network), "model_cache_dir", "static_input_shapes". cuda: "device_id", "memory_limit".
+ *   tensorrt: "device_id", "fp16". directml: "device_id", "performance_preference" (default |
+ *     high_performance | minimum_power). xnnpack: "threads". Which ones registered, and on what
+ *   device: attune_runtime_stats_json.
  * ort_library: without it, ORT_DYLIB_PATH is tried, then .ort/ of the Attune checkout the library
  *   was built in (`make setup` installs ONNX Runtime there), then lib/ next to the executable.
  * store.dir: without it adapters live in memory only (save/export/import return ATTUNE_STATUS_STORE).
