@@ -44,7 +44,9 @@
  * field is optional except engine.model_dir, and unknown fields are errors (ATTUNE_STATUS_CONFIG):
  *   {
  *     "engine": {"model_dir": "models/tiny", "ort_library": "/path/libonnxruntime.so",
- *                "execution_providers": ["cpu"], "strict_providers": false,
+ *                "execution_providers": [{"name": "qnn", "backend_path": "libQnnHtp.so",
+ *                                         "performance_mode": "burst"}, "nnapi", "cpu"],
+ *                "strict_providers": false,
  *                "webgpu_library": null, "threads": 0, "max_context": 0},
  *     "store": {"dir": "/data/attune", "keep_versions": 5, "cache_bytes": 67108864,
  *               "encryption_key": null},
@@ -59,6 +61,21 @@
  *                 "task": {"weight": 1, "checks": [{"use_word": "refund"}, {"valid_json": true}]}}
  *   }
  * model_dir, ort_library, store.dir: relative paths are relative to the working directory.
+ * execution_providers: in order of preference; each a name or {"name": ..., options} (unknown
+ *   option or bad value: ATTUNE_STATUS_CONFIG naming the provider and the key). ONNX Runtime's CPU
+ *   provider always runs what the others leave, so "cpu" may only come last (its option: "arena").
+ *   webgpu: "library", "power_preference" (high_performance | low_power), "backend" (vulkan |
+ *     d3d12), "preferred_layout" (nchw | nhwc), "validation_mode" (disabled | wgpu_only | basic |
+ *     full); the device options take effect when the process's first WebGPU session is created.
+ *   qnn: "backend_path", "performance_mode" (default | burst | balanced | high_performance |
+ *     high_power_saver | low_power_saver | low_balanced | power_saver | extreme_power_saver |
+ *     sustained_high_performance), "htp_fp16_precision", "device_id".
+ *   nnapi: "fp16", "nchw", "cpu_disabled", "cpu_only". coreml: "compute_units" (all |
+ *     cpu_and_neural_engine | cpu_and_gpu | cpu_only), "model_format" (ml_program |
+ *     neural_network), "model_cache_dir", "static_input_shapes". cuda: "device_id", "memory_limit".
+ *   tensorrt: "device_id", "fp16". directml: "device_id", "performance_preference" (default |
+ *     high_performance | minimum_power). xnnpack: "threads". Which ones registered, and on what
+ *   device: attune_runtime_stats_json.
  * ort_library: without it, ORT_DYLIB_PATH is tried, then .ort/ of the Attune checkout the library
  *   was built in (`make setup` installs ONNX Runtime there), then lib/ next to the executable.
  * store.dir: without it adapters live in memory only (save/export/import return ATTUNE_STATUS_STORE).
@@ -809,6 +826,27 @@ void attune_runtime_free(attune_runtime *runtime);
  * `runtime` is NULL or a live runtime; `out_tokens` is NULL or writable.
  */
 attune_status attune_runtime_context_tokens(const attune_runtime *runtime, size_t *out_tokens);
+
+/**
+ * Copies what the runtime runs on as a JSON object (NUL-terminated) into `buf` (`len` bytes):
+ * `{"provider": the highest-priority active execution provider ("webgpu", "qnn", ..., "cpu"),
+ * "compute_device": what it computes on ("cpu", "gpu", "npu", "accelerator"), "providers": [{"name",
+ * "compute_device", "devices": [{"type", "vendor", "id"}] (as ONNX Runtime lists them; may be
+ * empty), "options": {...} (those configured)}, ...] (every active provider in priority order, the
+ * CPU provider last), "failed_providers": [{"name", "reason"}] (configured but not registered,
+ * without `strict_providers`), "context_tokens", "kv_cache_in_place", "adapter_compute": {"device",
+ * "allow_software"} (the `compute` configuration)}`. When `len` is too small, returns
+ * `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
+ * included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
+ *
+ * # Safety
+ * `runtime` is NULL or a live runtime; `buf` is NULL or writable for `len` bytes; `needed` is NULL
+ * or writable.
+ */
+attune_status attune_runtime_stats_json(const attune_runtime *runtime,
+                                        char *buf,
+                                        size_t len,
+                                        size_t *needed);
 
 /**
  * Deletes everything the store holds for `user_id` (forget-me: every saved version of the adapter

@@ -70,7 +70,7 @@ const CALL: [&str; 10] = [
 fn call(a: &BenchArgs) -> Result<()> {
     use attune::runtime::{Runtime, RuntimeConfig};
     use attune::tokenizer::Message;
-    let engine = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.clone(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
+    let engine = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.iter().map(|n| n.as_str().into()).collect(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
     let rt = Runtime::new(RuntimeConfig { engine, ..RuntimeConfig::default() })?;
     let opts = GenerateOptions { sampling: SamplingConfig::greedy(), max_new_tokens: 40, ..GenerateOptions::default() };
     let n = CALL.len();
@@ -197,7 +197,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return call(&a);
     }
     let t0 = Instant::now();
-    let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.clone(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
+    let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.iter().map(|n| n.as_str().into()).collect(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
     let model = Model::load(&cfg)?;
     let load_s = t0.elapsed().as_secs_f64();
     let prompt = prompt_of(&model, a.prompt_tokens)?;

@@ -110,7 +110,8 @@ struct EngineArgs {
     /// Model folder (default: the configuration's, else models/smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Execution providers in order of preference, comma separated (cpu, webgpu, cuda, ...).
+    /// Execution providers in order of preference, comma separated (webgpu, cuda, ..., with cpu only
+    /// last); per-provider options go in the --config file.
     #[arg(long, value_delimiter = ',')]
     ep: Option<Vec<String>>,
     /// Fail when a listed provider cannot be registered.
@@ -146,7 +147,7 @@ impl EngineArgs {
             e.model_dir = m.clone();
         }
         if let Some(ep) = &self.ep {
-            e.execution_providers = ep.clone();
+            e.execution_providers = ep.iter().map(|n| n.as_str().into()).collect();
         }
         if self.strict_ep {
             e.strict_providers = true;

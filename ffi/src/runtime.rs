@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use attune::runtime::Runtime;
 
-use crate::boundary::{self, handle, utf8, Fail, Out, Outcome};
+use crate::boundary::{self, fill, handle, utf8, Fail, Out, Outcome};
 use crate::status::*;
 
 /// A loaded model, its adapter store and learning settings. Shared by all threads: every
@@ -102,6 +102,35 @@ pub unsafe extern "C" fn attune_runtime_context_tokens(runtime: *const attune_ru
         let (rt, out) = unsafe { (handle(runtime, "runtime")?, Out::new(out_tokens, "out_tokens")?) };
         out.write(rt.shared.runtime.model().engine().capacity());
         Ok(())
+    })
+}
+
+/// Copies what the runtime runs on as a JSON object (NUL-terminated) into `buf` (`len` bytes):
+/// `{"provider": the highest-priority active execution provider ("webgpu", "qnn", ..., "cpu"),
+/// "compute_device": what it computes on ("cpu", "gpu", "npu", "accelerator"), "providers": [{"name",
+/// "compute_device", "devices": [{"type", "vendor", "id"}] (as ONNX Runtime lists them; may be
+/// empty), "options": {...} (those configured)}, ...] (every active provider in priority order, the
+/// CPU provider last), "failed_providers": [{"name", "reason"}] (configured but not registered,
+/// without `strict_providers`), "context_tokens", "kv_cache_in_place", "adapter_compute": {"device",
+/// "allow_software"} (the `compute` configuration)}`. When `len` is too small, returns
+/// `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
+/// included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
+///
+/// # Safety
+/// `runtime` is NULL or a live runtime; `buf` is NULL or writable for `len` bytes; `needed` is NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_runtime_stats_json(runtime: *const attune_runtime, buf: *mut c_char, len: usize, needed: *mut usize) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promise above.
+        let rt = unsafe { handle(runtime, "runtime")? };
+        let stats = rt.shared.runtime.stats();
+        // Plain structs with string keys: serialising cannot fail (a panic would become
+        // ATTUNE_STATUS_PANIC at the boundary).
+        let mut json = serde_json::to_vec(&stats).expect("runtime statistics serialise to JSON");
+        json.push(0);
+        // SAFETY: the caller's promises above.
+        unsafe { fill(&json, buf, len, needed) }
     })
 }
 

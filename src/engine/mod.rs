@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 pub use model::ModelInfo;
-pub use providers::Provider;
+pub use providers::{ActiveProvider, Provider, ProviderEntry, ProviderReport, ProviderSpec};
 
 /// How the engine is set up: model folder, ONNX Runtime library, providers, threads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,8 +30,10 @@ pub struct EngineConfig {
     pub model_dir: PathBuf,
     /// Explicit path of `libonnxruntime`; see [`ortlib::candidate_paths`] for the fallbacks.
     pub ort_library: Option<PathBuf>,
-    /// Execution providers in order of preference (`cpu`, `webgpu`, `cuda`, ...).
-    pub execution_providers: Vec<String>,
+    /// Execution providers in order of preference: names (`webgpu`, `cuda`, ...) or objects with a
+    /// `name` and the provider's options (see [`providers`]). ONNX Runtime's CPU provider always runs
+    /// what the others leave; `cpu` may only be the last entry.
+    pub execution_providers: Vec<ProviderEntry>,
     /// When true, a provider that fails to register is an error instead of a warning.
     pub strict_providers: bool,
     /// Path of the WebGPU plugin library (default: `make setup`'s `.ort/`).
@@ -61,6 +63,7 @@ pub struct Engine {
     info: ModelInfo,
     session: Mutex<Session>,
     active: Vec<Provider>,
+    report: ProviderReport,
     capacity: usize,
 }
 
@@ -83,7 +86,8 @@ impl Engine {
             builder = builder.with_intra_threads(cfg.threads).map_err(|e| Error::Ort(e.to_string()))?;
         }
         let webgpu = providers::webgpu_library_path(cfg.webgpu_library.as_deref());
-        let (mut builder, active) = providers::register_all(env, builder, &providers, cfg.strict_providers, &webgpu)?;
+        let (mut builder, report) = providers::register_all(env, builder, &providers, cfg.strict_providers, &webgpu)?;
+        let active: Vec<Provider> = report.active.iter().map(|a| a.name).collect();
         let session = builder
             .commit_from_file(&info.onnx_path)
             .map_err(|e| Error::model(&info.dir, format!("ONNX Runtime cannot load {}: {e}", info.onnx_path.display())))?;
@@ -106,7 +110,7 @@ impl Engine {
             info.hidden_size,
             active.iter().map(|p| p.name()).collect::<Vec<_>>()
         );
-        Ok(Engine { info, session: Mutex::new(session), active, capacity })
+        Ok(Engine { info, session: Mutex::new(session), active, report, capacity })
     }
 
     /// What the model folder declared.
@@ -117,6 +121,21 @@ impl Engine {
     /// Providers that registered, in priority order (CPU last).
     pub fn active_providers(&self) -> &[Provider] {
         &self.active
+    }
+
+    /// The active providers with their compute devices and options, and those that failed.
+    pub fn provider_report(&self) -> &ProviderReport {
+        &self.report
+    }
+
+    /// The kind of device the highest-priority provider computes on (`cpu`, `gpu`, `npu`, ...).
+    pub fn compute_device(&self) -> &'static str {
+        self.report.active.first().map(|a| a.compute_device).unwrap_or("cpu")
+    }
+
+    /// Whether the KV cache is updated in place (CPU provider first) rather than rebound each step.
+    pub fn kv_in_place(&self) -> bool {
+        self.active.first() == Some(&Provider::Cpu)
     }
 
     /// Tokens one sequence can hold (prompt plus reply).
@@ -146,7 +165,7 @@ impl Engine {
         // The shared past/present buffer relies on GroupQueryAttention seeing the same memory as input
         // and output, which holds on the CPU provider only; other providers get each step's presents
         // bound back as the next step's pasts (no copy in Rust, the provider copies).
-        let in_place = self.active.first() == Some(&Provider::Cpu);
+        let in_place = self.kv_in_place();
         if in_place {
             for l in 0..info.num_layers {
                 binding.bind_input(&info.names.past_key[l], &keys[l])?;

@@ -123,6 +123,25 @@ impl RuntimeConfig {
     }
 }
 
+/// What a runtime runs on ([`Runtime::stats`]; the C API's `attune_runtime_stats_json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeStats {
+    /// The highest-priority active execution provider (the one the model's nodes go to first).
+    pub provider: crate::engine::Provider,
+    /// The kind of device that provider computes on: `cpu`, `gpu`, `npu` or `accelerator`.
+    pub compute_device: &'static str,
+    /// Every active provider in priority order, the CPU provider last, with its devices and options.
+    pub providers: Vec<crate::engine::ActiveProvider>,
+    /// Configured providers that did not register (without `strict_providers`), with the reason.
+    pub failed_providers: Vec<crate::engine::providers::FailedProvider>,
+    /// Tokens one generation can hold.
+    pub context_tokens: usize,
+    /// Whether the KV cache is updated in place (CPU provider first).
+    pub kv_cache_in_place: bool,
+    /// Where sessions run the adapter's math, as configured (`compute`).
+    pub adapter_compute: crate::adapter::gpu::ComputeConfig,
+}
+
 /// Built-in probe prompts: everyday requests, distinct from any training prompt set.
 pub const DEFAULT_PROBES: [&str; 3] = [
     "Explain in two sentences why the sky is blue.",
@@ -189,6 +208,21 @@ impl Runtime {
     /// What checking the weight files cost when the runtime opened.
     pub fn weights_check(&self) -> &WeightsCheck {
         &self.weights
+    }
+
+    /// Which execution providers are active, what they compute on, and those that failed.
+    pub fn stats(&self) -> RuntimeStats {
+        let engine = self.model.engine();
+        let report = engine.provider_report();
+        RuntimeStats {
+            provider: engine.active_providers().first().copied().unwrap_or(crate::engine::Provider::Cpu),
+            compute_device: engine.compute_device(),
+            providers: report.active.clone(),
+            failed_providers: report.failed.clone(),
+            context_tokens: engine.capacity(),
+            kv_cache_in_place: engine.kv_in_place(),
+            adapter_compute: self.config.compute,
+        }
     }
 
     /// The adapter store, when one is configured.

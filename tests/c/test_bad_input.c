@@ -309,6 +309,22 @@ static void configurations(const char *good) {
     snprintf(cfg, sizeof cfg, "{\"engine\": {\"model_dir\": \"%s\", \"execution_providers\": [\"warp-drive\"]}}",
              model_dir());
     EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(cfg, &rt));
+    /* Provider options: an unknown key and a bad value name the provider and the key; `cpu` before
+     * another provider is refused. */
+    snprintf(cfg, sizeof cfg,
+             "{\"engine\": {\"model_dir\": \"%s\", \"execution_providers\": [{\"name\": \"qnn\", \"htp_mode\": 1}]}}",
+             model_dir());
+    EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(cfg, &rt));
+    CHECK(strstr(last_error(), "`qnn`") && strstr(last_error(), "`htp_mode`"));
+    snprintf(cfg, sizeof cfg,
+             "{\"engine\": {\"model_dir\": \"%s\", \"execution_providers\": [{\"name\": \"qnn\", \"performance_mode\": \"turbo\"}]}}",
+             model_dir());
+    EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(cfg, &rt));
+    CHECK(strstr(last_error(), "`qnn`") && strstr(last_error(), "`performance_mode`") && strstr(last_error(), "burst"));
+    snprintf(cfg, sizeof cfg, "{\"engine\": {\"model_dir\": \"%s\", \"execution_providers\": [\"cpu\", \"webgpu\"]}}",
+             model_dir());
+    EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(cfg, &rt));
+    CHECK(strstr(last_error(), "after `cpu`") != NULL);
     snprintf(cfg, sizeof cfg, "{\"engine\": {\"model_dir\": \"%s\"}, \"learner\": {\"lr\": -1}}", model_dir());
     EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(cfg, &rt));
     EXPECT_STATUS(ATTUNE_STATUS_MODEL, attune_runtime_new("{\"engine\": {\"model_dir\": \"/nonexistent/model\"}}", &rt));

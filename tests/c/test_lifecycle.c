@@ -75,6 +75,44 @@ static attune_reply *generate_checked(attune_session *s, uint32_t kind, const ch
     return reply;
 }
 
+/* What the runtime runs on, through a caller's buffer: NULL runtime, a size query, a too-small
+ * buffer left untouched, then the real one; and a runtime whose providers carry options, one of
+ * them not compiled into this build. */
+static void runtime_stats(attune_runtime *rt) {
+    char small[8] = "xxxxxxx", *stats, cfg[1024];
+    size_t needed = 0;
+    attune_runtime *rt2 = NULL;
+
+    EXPECT_STATUS(ATTUNE_STATUS_NULL_ARGUMENT, attune_runtime_stats_json(NULL, small, sizeof small, &needed));
+    CHECK(strstr(last_error(), "runtime") != NULL);
+    EXPECT_STATUS(ATTUNE_STATUS_BUFFER_TOO_SMALL, attune_runtime_stats_json(rt, NULL, 0, &needed));
+    CHECK(needed > sizeof small);
+    EXPECT_STATUS(ATTUNE_STATUS_BUFFER_TOO_SMALL, attune_runtime_stats_json(rt, small, sizeof small, NULL));
+    CHECK(strcmp(small, "xxxxxxx") == 0);
+    EXPECT_STATUS(ATTUNE_STATUS_NULL_ARGUMENT, attune_runtime_stats_json(rt, NULL, needed, NULL));
+    stats = (char *)malloc(needed);
+    EXPECT_OK(attune_runtime_stats_json(rt, stats, needed, NULL));
+    CHECK(strlen(stats) + 1 == needed);
+    CHECK(strstr(stats, "\"provider\":\"cpu\"") && strstr(stats, "\"compute_device\":\"cpu\"") &&
+          strstr(stats, "\"context_tokens\":256") && strstr(stats, "\"kv_cache_in_place\":true") &&
+          strstr(stats, "\"failed_providers\":[]"));
+    free(stats);
+
+    snprintf(cfg, sizeof cfg,
+             "{\"engine\": {\"model_dir\": \"%s\", \"threads\": 2, \"max_context\": 64,"
+             " \"execution_providers\": [{\"name\": \"xnnpack\", \"threads\": 2},"
+             " {\"name\": \"cpu\", \"arena\": false}]}}",
+             model_dir());
+    REQUIRE_OK(attune_runtime_new(cfg, &rt2));
+    EXPECT_STATUS(ATTUNE_STATUS_BUFFER_TOO_SMALL, attune_runtime_stats_json(rt2, NULL, 0, &needed));
+    stats = (char *)malloc(needed);
+    EXPECT_OK(attune_runtime_stats_json(rt2, stats, needed, &needed));
+    CHECK(strstr(stats, "\"provider\":\"cpu\"") && strstr(stats, "\"arena\":false") &&
+          strstr(stats, "{\"name\":\"xnnpack\",\"reason\":\"not compiled in"));
+    free(stats);
+    attune_runtime_free(rt2);
+}
+
 int main(void) {
     char *store = temp_store();
     char *config = test_config(store, 2, 256);
@@ -101,6 +139,7 @@ int main(void) {
     REQUIRE_OK(attune_runtime_new(config, &rt));
     EXPECT_OK(attune_runtime_context_tokens(rt, &ctx));
     CHECK(ctx == 256);
+    runtime_stats(rt);
     pthread_mutex_lock(&logs.lock);
     CHECK(logs.records > 0 && logs.bad_level == 0); /* "model ... loaded" at INFO */
     pthread_mutex_unlock(&logs.lock);
