@@ -171,7 +171,7 @@ impl Default for LearnerConfig {
             trpo_max_backtracks: 10,
             kl_budget: 0.1,
             max_nll_drift: 0.0,
-            max_coherence_drift: 0.05,
+            max_coherence_drift: 0.1,
             max_entropy_drop: 0.3,
             score_clip: 5.0,
             episode_capacity: 64,
