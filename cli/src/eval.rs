@@ -326,7 +326,7 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
         events_to_90: reached,
         training_scores: scores,
         probe_kl: probe.kl,
-        probe_coherence_drift: if probe.base_entropy > 0.0 { probe.cross_entropy / probe.base_entropy - 1.0 } else { 0.0 },
+        probe_coherence_drift: probe.coherence_drift(),
         rollbacks: c.rolled_back,
         ignored_feedback: c.ignored_feedback,
         feedback_given: given,

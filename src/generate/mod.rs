@@ -143,14 +143,6 @@ impl KvCache {
         self.seq.is_some()
     }
 
-    /// Forgets what it holds, keeping the buffers for the next prompt.
-    pub fn clear(&mut self) {
-        self.tokens.clear();
-        if let Some(s) = self.seq.as_mut() {
-            s.reset();
-        }
-    }
-
     /// Releases the buffers too.
     pub fn release(&mut self) {
         self.tokens.clear();

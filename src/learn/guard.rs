@@ -83,7 +83,7 @@ pub fn violation(stats: &ProbeStats, cfg: &LearnerConfig, full: bool) -> Option<
         if cfg.max_nll_drift > 0.0 && stats.base_nll > 0.0 && (stats.nll - stats.base_nll) / stats.base_nll > cfg.max_nll_drift {
             return Some(RollbackReason::NllDrift);
         }
-        if cfg.max_coherence_drift > 0.0 && stats.base_entropy > 0.0 && (stats.cross_entropy - stats.base_entropy) / stats.base_entropy > cfg.max_coherence_drift {
+        if cfg.max_coherence_drift > 0.0 && stats.coherence_drift() > cfg.max_coherence_drift {
             return Some(RollbackReason::CoherenceDrift);
         }
         if stats.entropy < (1.0 - cfg.max_entropy_drop) * stats.base_entropy {

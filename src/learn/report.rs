@@ -83,6 +83,15 @@ pub struct ProbeStats {
     pub tokens: usize,
 }
 
+impl ProbeStats {
+    /// How far the base model's NLL of what the adapted policy says at the probes exceeds the base
+    /// policy's own, as a fraction: `cross_entropy / base_entropy - 1` (0 when the base entropy is
+    /// not positive).
+    pub fn coherence_drift(&self) -> f64 {
+        if self.base_entropy > 0.0 { (self.cross_entropy - self.base_entropy) / self.base_entropy } else { 0.0 }
+    }
+}
+
 /// What one reward source contributed to one episode's reward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewardPart {
