@@ -732,7 +732,8 @@ attune_status attune_session_update(attune_session *session, attune_update_repor
  * Writes a copy of the report of the most recent update in this session (run by
  * `attune_session_update` or by feedback, `ATTUNE_FEEDBACK_UPDATED`) to `*out_report` (owned:
  * free with `attune_update_report_free`). `ATTUNE_STATUS_NOT_FOUND` when none ran since the
- * session was opened, reset, forgotten or imported into.
+ * session was opened, rolled back, reset, forgotten or imported into (the report
+ * described an adapter that is no longer the live one).
  *
  * # Safety
  * `session` is NULL or a live session; `out_report` is NULL or writable.

@@ -254,3 +254,25 @@ fn signals_before_an_update_add_up_and_later_ones_are_learned_too() {
     let rep = l.update().unwrap();
     assert_eq!((rep.episode_ids, rep.stale_episodes), (vec![id], 1), "learned again, as a sample of the adapter before the first update");
 }
+
+/// A rollback installs the saved adapter itself: the live session then measures exactly what a
+/// session reopened on that version measures, and its weights are the saved ones.
+#[test]
+fn rollback_installs_the_saved_adapter_in_the_live_session() {
+    let store = tempfile::tempdir().unwrap();
+    let rt = runtime(common::tiny_dir(), store.path(), learner());
+    let mut s = rt.open_session("caller-rb").unwrap();
+    s.save().unwrap();
+    let fresh = s.learner().snapshot().head;
+    for seed in 0..4 {
+        let id = gen(&mut s, 100 + seed);
+        learn(&mut s, id, &Reward::thumbs(seed % 2 == 0));
+    }
+    let trained_kl = s.learner_mut().probe_stats().unwrap().expect("probes").kl;
+    assert!(trained_kl > 0.0, "four updates must move the adapter off the base (probe KL {trained_kl})");
+    s.save().unwrap();
+    s.rollback(1).unwrap();
+    let live = s.learner_mut().probe_stats().unwrap().expect("probes");
+    assert_eq!(s.learner().snapshot().head, fresh, "rollback(1) must install the version saved before training");
+    assert_eq!(live.kl, 0.0, "the rolled-back (fresh) adapter measured {} on the probes, the trained one {trained_kl}", live.kl);
+}

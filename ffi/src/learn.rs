@@ -274,7 +274,8 @@ pub unsafe extern "C" fn attune_session_update(session: *mut attune_session, out
 /// Writes a copy of the report of the most recent update in this session (run by
 /// `attune_session_update` or by feedback, `ATTUNE_FEEDBACK_UPDATED`) to `*out_report` (owned:
 /// free with `attune_update_report_free`). `ATTUNE_STATUS_NOT_FOUND` when none ran since the
-/// session was opened, reset, forgotten or imported into.
+/// session was opened, rolled back, reset, forgotten or imported into (the report
+/// described an adapter that is no longer the live one).
 ///
 /// # Safety
 /// `session` is NULL or a live session; `out_report` is NULL or writable.

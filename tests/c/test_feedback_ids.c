@@ -62,6 +62,8 @@ int main(void) {
     before_rollback = gen(s, 4);
     ids[n++] = before_rollback;
     EXPECT_OK(attune_session_rollback(s, 1));
+    /* The last report described the adapter the rollback replaced. */
+    EXPECT_STATUS(ATTUNE_STATUS_NOT_FOUND, attune_session_last_report(s, &(attune_update_report *){NULL}));
     ids[n++] = gen(s, 5);
     EXPECT_OK(attune_session_export(s, &exported));
     EXPECT_OK(attune_bytes_data(exported, &data, &len));
