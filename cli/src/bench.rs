@@ -213,6 +213,7 @@ fn feedback_latency(a: &BenchArgs) -> Result<()> {
     let (mut sync_s, mut bg_s) = (sync_rt.open_session("bench-sync")?, bg_rt.open_session("bench-background")?);
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
     let (mut starts, mut during, mut flushes, mut inline, mut updates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut copies = Vec::new();
     let (mut running_at_second, mut reports_after_flush) = (0usize, 0usize);
     for round in 0..a.runs.max(1) {
         let prompt = |i: usize| Prompt::Chat(vec![Message::user(CALL[(2 * round + i) % CALL.len()])]);
@@ -225,6 +226,11 @@ fn feedback_latency(a: &BenchArgs) -> Result<()> {
         }
         let r1 = bg_s.generate(&prompt(0), &opts, &mut |_| true)?;
         let r2 = bg_s.generate(&prompt(1), &opts, &mut |_| true)?;
+        // What the feedback that starts an update does besides handing the learner over: the
+        // stand-in's copy of the adapter (`Learner::from_state` of its snapshot).
+        let t = Instant::now();
+        drop(attune::learn::Learner::from_state(bg_s.learner().snapshot())?);
+        copies.push(ms(t));
         let t = Instant::now();
         bg_s.feedback(r1.episode_id, &Reward::thumbs(true))?;
         starts.push(ms(t));
@@ -246,11 +252,11 @@ fn feedback_latency(a: &BenchArgs) -> Result<()> {
     println!("| background, starts an update | {:.3} | {:.3} |", median(starts.clone()), max(&starts));
     println!("| background, while an update runs | {:.3} | {:.3} |", median(during.clone()), max(&during));
     println!("| sync (the update inside the call) | {:.1} | {:.1} |", median(inline.clone()), max(&inline));
-    println!("flush: median {:.1} ms; update on the learning thread: median {:.1} ms", median(flushes.clone()), median(updates.clone()));
+    println!("flush: median {:.1} ms; update on the learning thread: median {:.1} ms; the stand-in's copy of the adapter: median {:.1} ms", median(flushes.clone()), median(updates.clone()), median(copies.clone()));
     println!("an update was running at {running_at_second} of {} second thumbs; the report of the feedback given during it appeared after flush in {reports_after_flush} of {}", starts.len(), starts.len());
     let res = serde_json::json!({
         "model": a.model, "threads": a.threads, "runs": a.runs,
-        "background_start_ms": starts, "background_during_ms": during, "sync_ms": inline, "flush_ms": flushes, "update_ms": updates,
+        "background_start_ms": starts, "background_during_ms": during, "sync_ms": inline, "flush_ms": flushes, "update_ms": updates, "stand_in_copy_ms": copies,
         "running_at_second": running_at_second, "reports_after_flush": reports_after_flush,
     });
     if let Some(p) = &a.json {
