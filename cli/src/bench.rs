@@ -226,8 +226,8 @@ fn feedback_latency(a: &BenchArgs) -> Result<()> {
         }
         let r1 = bg_s.generate(&prompt(0), &opts, &mut |_| true)?;
         let r2 = bg_s.generate(&prompt(1), &opts, &mut |_| true)?;
-        // What the feedback that starts an update does besides handing the learner over: the
-        // stand-in's copy of the adapter (`Learner::from_state` of its snapshot).
+        // For comparison: rebuilding a learner from its snapshot, which only a session's first
+        // background update does for its stand-in (later ones clone the adapter into the last one).
         let t = Instant::now();
         drop(attune::learn::Learner::from_state(bg_s.learner().snapshot())?);
         copies.push(ms(t));
@@ -252,11 +252,11 @@ fn feedback_latency(a: &BenchArgs) -> Result<()> {
     println!("| background, starts an update | {:.3} | {:.3} |", median(starts.clone()), max(&starts));
     println!("| background, while an update runs | {:.3} | {:.3} |", median(during.clone()), max(&during));
     println!("| sync (the update inside the call) | {:.1} | {:.1} |", median(inline.clone()), max(&inline));
-    println!("flush: median {:.1} ms; update on the learning thread: median {:.1} ms; the stand-in's copy of the adapter: median {:.1} ms", median(flushes.clone()), median(updates.clone()), median(copies.clone()));
+    println!("flush: median {:.1} ms; update on the learning thread: median {:.1} ms; a learner rebuilt from its snapshot: median {:.1} ms", median(flushes.clone()), median(updates.clone()), median(copies.clone()));
     println!("an update was running at {running_at_second} of {} second thumbs; the report of the feedback given during it appeared after flush in {reports_after_flush} of {}", starts.len(), starts.len());
     let res = serde_json::json!({
         "model": a.model, "threads": a.threads, "runs": a.runs,
-        "background_start_ms": starts, "background_during_ms": during, "sync_ms": inline, "flush_ms": flushes, "update_ms": updates, "stand_in_copy_ms": copies,
+        "background_start_ms": starts, "background_during_ms": during, "sync_ms": inline, "flush_ms": flushes, "update_ms": updates, "rebuild_from_snapshot_ms": copies,
         "running_at_second": running_at_second, "reports_after_flush": reports_after_flush,
     });
     if let Some(p) = &a.json {

@@ -87,6 +87,8 @@ pub struct UserSession {
     deferred_error: Option<Error>,
     /// The most recent update's report.
     last_report: Option<UpdateReport>,
+    /// The last background update's stand-in, kept for the next one.
+    spare: Option<Learner>,
 }
 
 impl std::fmt::Debug for UserSession {
@@ -120,6 +122,7 @@ impl UserSession {
             in_flight: None,
             deferred_error: None,
             last_report: None,
+            spare: None,
         };
         if let Some(store) = s.runtime.store() {
             if let Some(rec) = store.load(user)? {
@@ -482,6 +485,8 @@ impl UserSession {
         self.settle();
         self.last_report = None;
         self.deferred_error = None;
+        // The stand-in's copy of the adapter is the user's data too.
+        self.spare = None;
         let (runtime, user) = (&self.runtime, &self.user);
         self.claim.forget(|| match runtime.store() {
             Some(store) => store.forget(user).map(|_| ()),

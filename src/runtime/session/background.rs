@@ -78,8 +78,24 @@ impl UserSession {
     /// Sends the learner to the learning thread and generates with a stand-in until it is back.
     fn launch(&mut self) -> Result<()> {
         let Some(worker) = self.runtime.worker.as_ref() else { return Ok(()) };
-        let mut stand_in = Learner::from_state(self.learner.snapshot())?;
-        stand_in.advance_episode_ids(self.learner.next_episode_id());
+        let stand_in = match self.spare.take() {
+            // The previous stand-in takes a copy of the adapter: one clone of `A` and `B`, far
+            // cheaper than rebuilding a learner from its snapshot.
+            Some(mut l) => {
+                l.policy.head = self.learner.policy.head.clone();
+                l.config = self.learner.config.clone();
+                l.counters = self.learner.counters;
+                let c = &l.config;
+                l.episodes.set_limits(c.episode_capacity, c.resident_episodes, c.episode_ttl_s);
+                l.episodes.advance_ids(self.learner.next_episode_id());
+                l
+            }
+            None => {
+                let mut l = Learner::from_state(self.learner.snapshot())?;
+                l.advance_episode_ids(self.learner.next_episode_id());
+                l
+            }
+        };
         let version = self.learner.counters().version;
         let first_new_id = self.learner.next_episode_id();
         let learner = std::mem::replace(&mut self.learner, stand_in);
@@ -148,6 +164,8 @@ impl UserSession {
                 self.learner.counters.episodes += 1;
             }
         }
+        // Emptied, it is the next update's stand-in.
+        self.spare = Some(stand_in);
         let (mut first_error, mut again) = (None, true);
         match result {
             // As in sync mode, a rate-limited update leaves its rewards for the next feedback.
