@@ -26,11 +26,16 @@
  *   - attune_session is used by one thread at a time. This is enforced: a call while another call
  *     on the same session runs (another thread, or the session's own text callback) returns
  *     ATTUNE_STATUS_BUSY at once and does nothing. It never blocks and never races.
+ *   - The one exception is attune_session_cancel: it may be called from any thread at any time,
+ *     concurrently with any call on the same session (it is how another thread, e.g. a voice
+ *     activity detector, stops a running generation), and never returns ATTUNE_STATUS_BUSY.
  *   - A user has at most one open session per runtime: attune_session_new for a user whose
  *     session is open returns ATTUNE_STATUS_BUSY until that session is freed.
  *   - attune_reply, attune_update_report and attune_bytes are immutable: read them from any thread.
  *   - The text callback runs on the thread that called attune_session_generate, before it returns;
- *     the reward callback on the thread of the feedback call that uses it, before it returns.
+ *     the reward callback on the thread of the feedback call that uses it, before it returns
+ *     (with "update_mode": "background", for feedback given while an update runs: on the thread
+ *     of the session call during which that update lands); the learning thread calls neither.
  *     The log callback may run on any thread, concurrently. Callbacks must not unwind (C++
  *     exceptions, longjmp) through the library.
  *   - The last error message is per thread.
@@ -53,9 +58,10 @@
  *     "learner": {"algorithm": "reinforce", "lr": 0.002, "auto_update_after": 1,
  *                 "max_updates_per_minute": 30, "kl_budget": 0.1, "adapter": {"rank": 8}, ...},
  *     "generation": {"max_new_tokens": 128, "stop_strings": [], "stop_tokens": [], "reuse_kv": true,
+ *                    "prefill_chunk": 64,
  *                    "sampling": {"temperature": 0.7, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
  *                                 "repetition_penalty": 1.0, "seed": 0}},
- *     "probe_prompts": [], "probe_tokens": 64,
+ *     "probe_prompts": [], "probe_tokens": 64, "update_mode": "sync",
  *     "rewards": {"coherence": {"weight": 1, "nll": 1, "repetition": 4, "cutoff": 1, "ngram": 3},
  *                 "sentiment": {"weight": 1}, "callback": {"weight": 1}, "vader_dir": null,
  *                 "task": {"weight": 1, "checks": [{"use_word": "refund"}, {"valid_json": true}]}}
@@ -82,11 +88,19 @@
  * store.encryption_key: 32 bytes as 64 hex digits or base64; every store file and export is then
  *   encrypted (XChaCha20-Poly1305). Another key than the store's: ATTUNE_STATUS_ENCRYPTION_KEY.
  * learner.auto_update_after: an update runs after this many rewards (0: only attune_session_update).
+ * update_mode: "sync" (the default: the update runs inside the feedback call that makes it due, on
+ *   the caller's thread) or "background" (it runs on the runtime's learning thread, one update per
+ *   session at a time from a queue of 16: feedback returns at once with ATTUNE_FEEDBACK_QUEUED, the
+ *   session generates with its previous adapter until the update lands between two calls, and
+ *   attune_session_flush waits for it and returns its errors). Save, rollback, reset, import,
+ *   export, forget and attune_session_free wait for a running update first.
  * generation: the defaults of every generate call; a call's options_json overrides fields of it.
  *   reuse_kv: a session keeps its conversation's KV cache between chat turns and prefills only the
  *   tokens after the prefix a new chat prompt shares with the previous turn (a full prefill after
  *   an edit of the history); the cache holds the base model's keys and values, which the adapter
  *   does not change. It takes one KV buffer per session (see "kv_cache" in the session stats).
+ *   prefill_chunk: the prompt runs through the model in runs of at most this many tokens, so that
+ *   attune_session_cancel during the prefill lands within one run (0: the whole prompt at once).
  * rewards: sources the library computes for every reply and adds to its first feedback, each
  *   z-scored under its name (see attune_session_feedback_json; none by default).
  */
@@ -168,7 +182,7 @@
 #define ATTUNE_FINISH_CONTEXT_FULL 3
 
 /**
- * The text callback returned false (barge-in).
+ * The text callback returned false (barge-in), or `attune_session_cancel` stopped the generation.
  */
 #define ATTUNE_FINISH_CANCELLED 4
 
@@ -265,7 +279,8 @@ typedef struct attune_runtime attune_runtime;
  * One user's session: the user's adapter, pending episodes and learner. Used by one thread at a
  * time; a call made while another call on the same session is running (on another thread, or
  * from this session's own text callback) returns `ATTUNE_STATUS_BUSY` and does nothing.
- * Different sessions may be used on different threads at the same time. Created by
+ * Different sessions may be used on different threads at the same time. The one call that may
+ * run concurrently with another call on the same session is `attune_session_cancel`. Created by
  * `attune_session_new`, freed by `attune_session_free`.
  */
 typedef struct attune_session attune_session;
@@ -558,7 +573,8 @@ attune_status attune_reply_text(const attune_reply *reply, const char **out_text
 
 /**
  * Writes the reply's episode id (the id to give feedback for) to `*out_episode_id`.
- * `ATTUNE_STATUS_NOT_FOUND` for a reply from `attune_session_generate_unrecorded`.
+ * `ATTUNE_STATUS_NOT_FOUND` for a reply from `attune_session_generate_unrecorded`, and for one
+ * cancelled before its first token (nothing was said, so no episode was recorded).
  *
  * # Safety
  * `reply` is NULL or live; `out_episode_id` is NULL or writable.
@@ -583,9 +599,10 @@ attune_status attune_reply_token_count(const attune_reply *reply, size_t *out_to
 
 /**
  * Writes the reply as JSON to `*out_json` (NUL-terminated; borrowed: valid until
- * `attune_reply_free`): `{"text", "episode_id" (null when unrecorded), "finish" ("stop_token",
- * "stop_string", "length", "context_full", "cancelled"), "tokens", "timings": {"prefill_s",
- * "first_token_s", "decode_s", "decode_steps"}}`.
+ * `attune_reply_free`): `{"text", "episode_id" (null when unrecorded or cancelled before the
+ * first token), "finish" ("stop_token", "stop_string", "length", "context_full", "cancelled"),
+ * "tokens", "timings": {"prefill_s", "first_token_s", "decode_s", "decode_steps",
+ * "reused_tokens", "prefilled_tokens"}}`.
  *
  * # Safety
  * `reply` is NULL or live; `out_json` is NULL or writable.
@@ -602,7 +619,11 @@ void attune_reply_free(attune_reply *reply);
 
 /**
  * Gives episode `episode_id` an outcome reward in [-1, 1] (call resolved = 1, caller hung up
- * angry = -1, ...). `*out_outcome` (may be NULL) receives `ATTUNE_FEEDBACK_*`.
+ * angry = -1, ...). `*out_outcome` (may be NULL) receives `ATTUNE_FEEDBACK_*`. With
+ * `"update_mode": "background"` it returns at once with `ATTUNE_FEEDBACK_QUEUED`: the update it
+ * makes due runs on the runtime's learning thread, the session generates with the adapter it had
+ * until the update lands (between two calls), and `attune_session_flush` waits for it and
+ * returns its errors.
  * Several signals may be given for one reply (an immediate thumbs, a later call outcome and
  * survey): a signal that arrives before the reply's pending reward was learned is added to it;
  * one that arrives after the reply was learned from is learned on its own, through the importance
@@ -730,7 +751,8 @@ attune_status attune_session_update(attune_session *session, attune_update_repor
 
 /**
  * Writes a copy of the report of the most recent update in this session (run by
- * `attune_session_update` or by feedback, `ATTUNE_FEEDBACK_UPDATED`) to `*out_report` (owned:
+ * `attune_session_update`, by feedback, `ATTUNE_FEEDBACK_UPDATED`, or on the learning thread in
+ * `"update_mode": "background"`, see `attune_session_flush`) to `*out_report` (owned:
  * free with `attune_update_report_free`). `ATTUNE_STATUS_NOT_FOUND` when none ran since the
  * session was opened, rolled back, reset, forgotten or imported into (the report
  * described an adapter that is no longer the live one).
@@ -740,6 +762,19 @@ attune_status attune_session_update(attune_session *session, attune_update_repor
  */
 attune_status attune_session_last_report(attune_session *session,
                                          attune_update_report **out_report);
+
+/**
+ * Waits until no update of this session is queued or running on the runtime's learning thread
+ * (`"update_mode": "background"`; also the updates that the feedback given meanwhile makes due),
+ * so that `attune_session_last_report` has the newest report. Returns the first error since the
+ * last flush of a background update (`LEARNING`, ...) or of feedback given while an update ran
+ * (`UNKNOWN_EPISODE`, `INVALID_REWARD`, ...: that feedback was not learned); the other feedback
+ * and updates are not affected. In `"sync"` mode it returns `ATTUNE_STATUS_OK` at once.
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+attune_status attune_session_flush(attune_session *session);
 
 /**
  * Writes the update's outcome (`ATTUNE_UPDATE_*`) to `*out_outcome`.
@@ -903,6 +938,26 @@ attune_status attune_session_new(const attune_runtime *runtime,
  * `ATTUNE_STATUS_OK` it must not be used again.
  */
 attune_status attune_session_free(attune_session *session);
+
+/**
+ * Stops the generation running on `session` (`attune_session_generate` or `_unrecorded` on
+ * another thread): it returns `ATTUNE_STATUS_OK` with a reply that ends `ATTUNE_FINISH_CANCELLED`
+ * after at most the prefill chunk in flight (`generation.prefill_chunk` prompt tokens) or the
+ * decode step in flight (one token). The reply and its episode hold the tokens drawn before the
+ * cancel; one cancelled during the prefill has no tokens and no episode
+ * (`attune_reply_episode_id` returns `ATTUNE_STATUS_NOT_FOUND`).
+ *
+ * This is the one call allowed on a session while another call on it runs: it may be called
+ * from any thread at any time, also from the session's own text callback, and never returns
+ * `ATTUNE_STATUS_BUSY`. When no generation runs it does nothing: a cancel never stops a later
+ * generation. `*out_cancelled` (may be NULL) receives whether a generation was running and is
+ * now stopping. Works after the runtime was freed.
+ *
+ * # Safety
+ * `session` is NULL or a session from `attune_session_new` (a freed one is
+ * `ATTUNE_STATUS_INVALID_ARGUMENT`); `out_cancelled` is NULL or writable.
+ */
+attune_status attune_session_cancel(const attune_session *session, bool *out_cancelled);
 
 /**
  * Writes the session's user id to `*out_user_id` (NUL-terminated; borrowed: valid until

@@ -48,6 +48,11 @@ pub struct BenchArgs {
     /// first token.
     #[arg(long)]
     pub call: bool,
+    /// Instead, measure how long a thumbs-up takes to return with `update_mode` `background` (the
+    /// feedback that starts an update, and one given while it runs) and `sync` (the update runs
+    /// inside the call), in alternating rounds, and check that each report appears after flush.
+    #[arg(long)]
+    pub feedback_latency: bool,
 }
 
 /// The caller's side of the scripted call.
@@ -192,9 +197,80 @@ pub fn prompt_of(model: &Model, n: usize) -> Result<Vec<u32>> {
     Ok(ids.iter().cycle().take(n).copied().collect())
 }
 
+/// Feedback latency, background against sync learning: per round two replies (32 tokens) of a
+/// session; with `background` the thumbs for the first starts an update on the learning thread
+/// and the one for the second is given right after, while it runs, then `flush`; with `sync`
+/// each thumbs runs its update inline.
+/// `runs` rounds of each mode, alternating; medians and maxima in milliseconds.
+fn feedback_latency(a: &BenchArgs) -> Result<()> {
+    use attune::learn::{LearnerConfig, Reward};
+    use attune::runtime::{Runtime, RuntimeConfig, UpdateMode};
+    use attune::tokenizer::Message;
+    let engine = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.iter().map(|n| n.as_str().into()).collect(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
+    let learner = LearnerConfig { max_updates_per_minute: 0, ..LearnerConfig::default() };
+    let open = |mode| Runtime::new(RuntimeConfig { engine: engine.clone(), learner: learner.clone(), update_mode: mode, ..RuntimeConfig::default() });
+    let (sync_rt, bg_rt) = (open(UpdateMode::Sync)?, open(UpdateMode::Background)?);
+    let (mut sync_s, mut bg_s) = (sync_rt.open_session("bench-sync")?, bg_rt.open_session("bench-background")?);
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
+    let (mut starts, mut during, mut flushes, mut inline, mut updates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut copies = Vec::new();
+    let (mut running_at_second, mut reports_after_flush) = (0usize, 0usize);
+    for round in 0..a.runs.max(1) {
+        let prompt = |i: usize| Prompt::Chat(vec![Message::user(CALL[(2 * round + i) % CALL.len()])]);
+        let opts = GenerateOptions { sampling: SamplingConfig { temperature: 0.7, seed: round as u64, ..SamplingConfig::default() }, max_new_tokens: 32, ..GenerateOptions::default() };
+        for i in 0..2 {
+            let r = sync_s.generate(&prompt(i), &opts, &mut |_| true)?;
+            let t = Instant::now();
+            sync_s.feedback(r.episode_id, &Reward::thumbs(i == 0))?;
+            inline.push(ms(t));
+        }
+        let r1 = bg_s.generate(&prompt(0), &opts, &mut |_| true)?;
+        let r2 = bg_s.generate(&prompt(1), &opts, &mut |_| true)?;
+        // For comparison: rebuilding a learner from its snapshot, which only a session's first
+        // background update does for its stand-in (later ones clone the adapter into the last one).
+        let t = Instant::now();
+        drop(attune::learn::Learner::from_state(bg_s.learner().snapshot())?);
+        copies.push(ms(t));
+        let t = Instant::now();
+        bg_s.feedback(r1.episode_id, &Reward::thumbs(true))?;
+        starts.push(ms(t));
+        running_at_second += usize::from(bg_s.update_running());
+        let t = Instant::now();
+        bg_s.feedback(r2.episode_id, &Reward::thumbs(false))?;
+        during.push(ms(t));
+        let t = Instant::now();
+        bg_s.flush()?;
+        flushes.push(ms(t));
+        if let Some(rep) = bg_s.last_report() {
+            reports_after_flush += usize::from(rep.episode_ids.contains(&r2.episode_id));
+            updates.push(rep.elapsed_s * 1000.0);
+        }
+    }
+    let max = |v: &[f64]| v.iter().copied().fold(0.0f64, f64::max);
+    println!("| feedback call | median (ms) | max (ms) |");
+    println!("|---|---:|---:|");
+    println!("| background, starts an update | {:.3} | {:.3} |", median(starts.clone()), max(&starts));
+    println!("| background, while an update runs | {:.3} | {:.3} |", median(during.clone()), max(&during));
+    println!("| sync (the update inside the call) | {:.1} | {:.1} |", median(inline.clone()), max(&inline));
+    println!("flush: median {:.1} ms; update on the learning thread: median {:.1} ms; a learner rebuilt from its snapshot: median {:.1} ms", median(flushes.clone()), median(updates.clone()), median(copies.clone()));
+    println!("an update was running at {running_at_second} of {} second thumbs; the report of the feedback given during it appeared after flush in {reports_after_flush} of {}", starts.len(), starts.len());
+    let res = serde_json::json!({
+        "model": a.model, "threads": a.threads, "runs": a.runs,
+        "background_start_ms": starts, "background_during_ms": during, "sync_ms": inline, "flush_ms": flushes, "update_ms": updates, "rebuild_from_snapshot_ms": copies,
+        "running_at_second": running_at_second, "reports_after_flush": reports_after_flush,
+    });
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&res)?)?;
+    }
+    Ok(())
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.call {
         return call(&a);
+    }
+    if a.feedback_latency {
+        return feedback_latency(&a);
     }
     let t0 = Instant::now();
     let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.iter().map(|n| n.as_str().into()).collect(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
@@ -213,18 +289,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ..GenerateOptions::default()
     };
     let mut prefill = Vec::new();
+    let mut whole = Vec::new();
     let mut ttft = Vec::new();
     let mut decode = Vec::new();
     for run in 0..=a.runs {
-        // Prefill of the long prompt, one new token.
+        // Prefill of the long prompt, one new token: in chunks of `generation.prefill_chunk` (the
+        // default), and in one run for comparison.
         let one = GenerateOptions { max_new_tokens: 1, ..opts.clone() };
         let g = model.generate(&Prompt::Tokens(prompt.clone()), &one, None, &mut |_| true)?;
+        let w = model.generate(&Prompt::Tokens(prompt.clone()), &GenerateOptions { prefill_chunk: 0, ..one.clone() }, None, &mut |_| true)?;
         // Decode from a short prompt.
         let d = generate_no_eos(&model, &short, &opts)?;
         if run == 0 {
             continue;
         }
         prefill.push(a.prompt_tokens as f64 / g.timings.prefill_s);
+        whole.push(a.prompt_tokens as f64 / w.timings.prefill_s);
         ttft.push(g.timings.first_token_s * 1000.0);
         decode.push(d.0 as f64 / d.1);
     }
@@ -238,6 +318,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "load_s": load_s,
         "prefill_tokens": a.prompt_tokens,
         "prefill_tok_s_median": median(prefill.clone()),
+        "prefill_chunk": opts.prefill_chunk,
+        "prefill_whole_tok_s_median": median(whole.clone()),
         "ttft_ms_median": median(ttft.clone()),
         "decode_new_tokens": a.new_tokens,
         "decode_tok_s_median": median(decode.clone()),

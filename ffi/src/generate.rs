@@ -26,7 +26,7 @@ pub const ATTUNE_FINISH_STOP_STRING: u32 = 1;
 pub const ATTUNE_FINISH_LENGTH: u32 = 2;
 /// Generation ended because the context window is full.
 pub const ATTUNE_FINISH_CONTEXT_FULL: u32 = 3;
-/// The text callback returned false (barge-in).
+/// The text callback returned false (barge-in), or `attune_session_cancel` stopped the generation.
 pub const ATTUNE_FINISH_CANCELLED: u32 = 4;
 
 /// Receives each new piece of the reply as it is generated. `text` is `len` bytes of UTF-8
@@ -116,7 +116,7 @@ unsafe fn generate(
         let r = st.session.generate(&prompt, &opts, &mut stream)?;
         let json = serde_json::to_string(&r).unwrap_or_default();
         attune_reply {
-            episode_id: Some(r.episode_id),
+            episode_id: (r.episode_id != attune::runtime::NO_EPISODE).then_some(r.episode_id),
             finish: finish_code(r.finish),
             tokens: r.tokens,
             text: nul_terminated(r.text),
@@ -210,7 +210,8 @@ pub unsafe extern "C" fn attune_reply_text(reply: *const attune_reply, out_text:
 }
 
 /// Writes the reply's episode id (the id to give feedback for) to `*out_episode_id`.
-/// `ATTUNE_STATUS_NOT_FOUND` for a reply from `attune_session_generate_unrecorded`.
+/// `ATTUNE_STATUS_NOT_FOUND` for a reply from `attune_session_generate_unrecorded`, and for one
+/// cancelled before its first token (nothing was said, so no episode was recorded).
 ///
 /// # Safety
 /// `reply` is NULL or live; `out_episode_id` is NULL or writable.
@@ -254,9 +255,10 @@ pub unsafe extern "C" fn attune_reply_token_count(reply: *const attune_reply, ou
 }
 
 /// Writes the reply as JSON to `*out_json` (NUL-terminated; borrowed: valid until
-/// `attune_reply_free`): `{"text", "episode_id" (null when unrecorded), "finish" ("stop_token",
-/// "stop_string", "length", "context_full", "cancelled"), "tokens", "timings": {"prefill_s",
-/// "first_token_s", "decode_s", "decode_steps"}}`.
+/// `attune_reply_free`): `{"text", "episode_id" (null when unrecorded or cancelled before the
+/// first token), "finish" ("stop_token", "stop_string", "length", "context_full", "cancelled"),
+/// "tokens", "timings": {"prefill_s", "first_token_s", "decode_s", "decode_steps",
+/// "reused_tokens", "prefilled_tokens"}}`.
 ///
 /// # Safety
 /// `reply` is NULL or live; `out_json` is NULL or writable.

@@ -67,11 +67,8 @@ unsafe fn feedback(session: *mut attune_session, episode_id: u64, reward: impl F
         let outcome = match st.session.feedback(episode_id, &reward)? {
             FeedbackOutcome::Queued => ATTUNE_FEEDBACK_QUEUED,
             FeedbackOutcome::Ignored(_) => ATTUNE_FEEDBACK_IGNORED,
-            FeedbackOutcome::Updated(report) => {
-                let code = if matches!(report.outcome, UpdateOutcome::Skipped(_)) { ATTUNE_FEEDBACK_SKIPPED } else { ATTUNE_FEEDBACK_UPDATED };
-                st.last_report = Some(report);
-                code
-            }
+            FeedbackOutcome::Updated(report) if matches!(report.outcome, UpdateOutcome::Skipped(_)) => ATTUNE_FEEDBACK_SKIPPED,
+            FeedbackOutcome::Updated(_) => ATTUNE_FEEDBACK_UPDATED,
         };
         if let Some(out) = out {
             out.write(outcome);
@@ -81,7 +78,11 @@ unsafe fn feedback(session: *mut attune_session, episode_id: u64, reward: impl F
 }
 
 /// Gives episode `episode_id` an outcome reward in [-1, 1] (call resolved = 1, caller hung up
-/// angry = -1, ...). `*out_outcome` (may be NULL) receives `ATTUNE_FEEDBACK_*`.
+/// angry = -1, ...). `*out_outcome` (may be NULL) receives `ATTUNE_FEEDBACK_*`. With
+/// `"update_mode": "background"` it returns at once with `ATTUNE_FEEDBACK_QUEUED`: the update it
+/// makes due runs on the runtime's learning thread, the session generates with the adapter it had
+/// until the update lands (between two calls), and `attune_session_flush` waits for it and
+/// returns its errors.
 /// Several signals may be given for one reply (an immediate thumbs, a later call outcome and
 /// survey): a signal that arrives before the reply's pending reward was learned is added to it;
 /// one that arrives after the reply was learned from is learned on its own, through the importance
@@ -266,13 +267,13 @@ pub unsafe extern "C" fn attune_session_update(session: *mut attune_session, out
         let (out, (_, mut st)) = unsafe { (Out::new(out_report, "out_report")?, lock(session)?) };
         let report = st.session.update()?;
         out.write(attune_update_report::boxed(&report));
-        st.last_report = Some(report);
         Ok(())
     })
 }
 
 /// Writes a copy of the report of the most recent update in this session (run by
-/// `attune_session_update` or by feedback, `ATTUNE_FEEDBACK_UPDATED`) to `*out_report` (owned:
+/// `attune_session_update`, by feedback, `ATTUNE_FEEDBACK_UPDATED`, or on the learning thread in
+/// `"update_mode": "background"`, see `attune_session_flush`) to `*out_report` (owned:
 /// free with `attune_update_report_free`). `ATTUNE_STATUS_NOT_FOUND` when none ran since the
 /// session was opened, rolled back, reset, forgotten or imported into (the report
 /// described an adapter that is no longer the live one).
@@ -284,8 +285,27 @@ pub unsafe extern "C" fn attune_session_last_report(session: *mut attune_session
     boundary::status(|| {
         // SAFETY: the caller's promises above.
         let (out, (_, st)) = unsafe { (Out::new(out_report, "out_report")?, lock(session)?) };
-        let report = st.last_report.as_ref().ok_or_else(|| Fail::new(ATTUNE_STATUS_NOT_FOUND, "no update has run in this session yet"))?;
+        let report = st.session.last_report().ok_or_else(|| Fail::new(ATTUNE_STATUS_NOT_FOUND, "no update has run in this session yet"))?;
         out.write(attune_update_report::boxed(report));
+        Ok(())
+    })
+}
+
+/// Waits until no update of this session is queued or running on the runtime's learning thread
+/// (`"update_mode": "background"`; also the updates that the feedback given meanwhile makes due),
+/// so that `attune_session_last_report` has the newest report. Returns the first error since the
+/// last flush of a background update (`LEARNING`, ...) or of feedback given while an update ran
+/// (`UNKNOWN_EPISODE`, `INVALID_REWARD`, ...: that feedback was not learned); the other feedback
+/// and updates are not affected. In `"sync"` mode it returns `ATTUNE_STATUS_OK` at once.
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_flush(session: *mut attune_session) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promise above.
+        let (_, mut st) = unsafe { lock(session)? };
+        st.session.flush()?;
         Ok(())
     })
 }

@@ -1,11 +1,13 @@
 //! `attune_session`: one user's adapter and learner. Used by one thread at a time, enforced with a
-//! `try_lock`: a concurrent call gets `ATTUNE_STATUS_BUSY` instead of waiting or racing.
+//! `try_lock`: a concurrent call gets `ATTUNE_STATUS_BUSY` instead of waiting or racing. The one
+//! exception is `attune_session_cancel`, which takes only the registry's lock and never the
+//! session's, so that it can stop a generation running on another thread.
 
 use std::collections::BTreeSet;
 use std::ffi::{c_char, CString};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
-use attune::learn::UpdateReport;
+use attune::generate::CancelHandle;
 use attune::runtime::UserSession;
 
 use crate::boundary::{self, bytes, fill, handle, utf8, Fail, Out, Outcome};
@@ -15,19 +17,21 @@ use crate::status::*;
 /// One user's session: the user's adapter, pending episodes and learner. Used by one thread at a
 /// time; a call made while another call on the same session is running (on another thread, or
 /// from this session's own text callback) returns `ATTUNE_STATUS_BUSY` and does nothing.
-/// Different sessions may be used on different threads at the same time. Created by
+/// Different sessions may be used on different threads at the same time. The one call that may
+/// run concurrently with another call on the same session is `attune_session_cancel`. Created by
 /// `attune_session_new`, freed by `attune_session_free`.
 pub struct attune_session {
     pub(crate) shared: Arc<Shared>,
     user: CString,
+    /// Outside the session's lock: `attune_session_cancel` uses it while a generation holds the
+    /// lock.
+    cancel: CancelHandle,
     state: Mutex<SessionState>,
 }
 
 /// What the session's lock protects.
 pub(crate) struct SessionState {
     pub session: UserSession,
-    /// The report of the most recent update in this session (by `update` or by feedback).
-    pub last_report: Option<UpdateReport>,
 }
 
 /// The addresses of the sessions that exist. A call checks membership and takes the session's own
@@ -102,7 +106,8 @@ pub unsafe extern "C" fn attune_session_new(runtime: *const attune_runtime, user
         rt.shared.check_open()?;
         let session = rt.shared.runtime.open_session(user)?;
         let user = CString::new(user).map_err(|_| Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "user_id contains NUL"))?;
-        let handle = attune_session { shared: Arc::clone(&rt.shared), user, state: Mutex::new(SessionState { session, last_report: None }) };
+        let cancel = session.cancel_handle();
+        let handle = attune_session { shared: Arc::clone(&rt.shared), user, cancel, state: Mutex::new(SessionState { session }) };
         let ptr = Box::into_raw(Box::new(handle));
         live().insert(ptr as usize);
         out.write(ptr);
@@ -140,6 +145,37 @@ pub unsafe extern "C" fn attune_session_free(session: *mut attune_session) -> at
         // SAFETY: `session` came from `Box::into_raw` in `attune_session_new`, was live until the
         // line above and no call is using it.
         drop(unsafe { Box::from_raw(session) });
+        Ok(())
+    })
+}
+
+/// Stops the generation running on `session` (`attune_session_generate` or `_unrecorded` on
+/// another thread): it returns `ATTUNE_STATUS_OK` with a reply that ends `ATTUNE_FINISH_CANCELLED`
+/// after at most the prefill chunk in flight (`generation.prefill_chunk` prompt tokens) or the
+/// decode step in flight (one token). The reply and its episode hold the tokens drawn before the
+/// cancel; one cancelled during the prefill has no tokens and no episode
+/// (`attune_reply_episode_id` returns `ATTUNE_STATUS_NOT_FOUND`).
+///
+/// This is the one call allowed on a session while another call on it runs: it may be called
+/// from any thread at any time, also from the session's own text callback, and never returns
+/// `ATTUNE_STATUS_BUSY`. When no generation runs it does nothing: a cancel never stops a later
+/// generation. `*out_cancelled` (may be NULL) receives whether a generation was running and is
+/// now stopping. Works after the runtime was freed.
+///
+/// # Safety
+/// `session` is NULL or a session from `attune_session_new` (a freed one is
+/// `ATTUNE_STATUS_INVALID_ARGUMENT`); `out_cancelled` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_cancel(session: *const attune_session, out_cancelled: *mut bool) -> attune_status {
+    boundary::status(|| {
+        let registry = live();
+        // SAFETY: the caller's promises above; the registry is held, so the session cannot be
+        // freed during the call.
+        let (s, out) = unsafe { (checked(session, &registry)?, Out::optional(out_cancelled)) };
+        let stopped = s.cancel.cancel();
+        if let Some(out) = out {
+            out.write(stopped);
+        }
         Ok(())
     })
 }
@@ -212,7 +248,6 @@ pub unsafe extern "C" fn attune_session_reset(session: *mut attune_session) -> a
         // SAFETY: the caller's promise above.
         let (_, mut st) = unsafe { lock(session)? };
         st.session.reset()?;
-        st.last_report = None;
         Ok(())
     })
 }
@@ -232,7 +267,6 @@ pub unsafe extern "C" fn attune_session_forget(session: *mut attune_session) -> 
         // SAFETY: the caller's promise above.
         let (_, mut st) = unsafe { lock(session)? };
         st.session.forget()?;
-        st.last_report = None;
         Ok(())
     })
 }
@@ -276,7 +310,6 @@ pub unsafe extern "C" fn attune_session_import(session: *mut attune_session, dat
         // SAFETY: the caller's promises above.
         let (data, (_, mut st)) = unsafe { (bytes(data, len, "data")?, lock(session)?) };
         st.session.import(data)?;
-        st.last_report = None;
         Ok(())
     })
 }
@@ -331,7 +364,8 @@ pub unsafe extern "C" fn attune_session_stats_json(session: *mut attune_session,
         // SAFETY: the caller's promise above.
         let (s, mut guard) = unsafe { lock(session)? };
         let st = &mut *guard;
-        let mut json = attune_host::json::stats(s.user.to_str().unwrap_or_default(), &mut st.session, st.last_report.as_ref()).to_string().into_bytes();
+        let report = st.session.last_report().cloned();
+        let mut json = attune_host::json::stats(s.user.to_str().unwrap_or_default(), &mut st.session, report.as_ref()).to_string().into_bytes();
         json.push(0);
         drop(guard);
         // SAFETY: the caller's promises above.

@@ -1,6 +1,7 @@
 //! Generation: prompt rendering, the decode loop with the KV cache, sampling, stop conditions,
 //! streaming with barge-in, the logits hook where an adapter plugs in, and per-token records.
 
+pub mod cancel;
 pub mod record;
 pub mod sampler;
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Engine, Sequence};
 use crate::error::{Error, Result};
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
+pub use cancel::{CancelHandle, Progress};
 pub use record::{RecordedSampling, TokenRecord};
 pub use sampler::{Sampler, SamplingConfig};
 
@@ -51,11 +53,26 @@ pub struct GenerateOptions {
     /// In a session, whether a chat prompt reuses the conversation's KV cache from the previous
     /// turn, prefilling only the tokens after the prefix they share (on by default).
     pub reuse_kv: bool,
+    /// The prompt is run through the model in runs of at most this many tokens, so that a cancel
+    /// from another thread lands within one run; 0 runs it whole.
+    pub prefill_chunk: usize,
 }
+
+/// Prompt tokens per prefill run by default: on the CPU a 64-token run of SmolLM2-135M takes tens
+/// of milliseconds, which bounds how late a cancel during the prefill lands.
+pub const DEFAULT_PREFILL_CHUNK: usize = 64;
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { sampling: SamplingConfig::default(), max_new_tokens: 128, stop_strings: Vec::new(), stop_tokens: Vec::new(), record: false, reuse_kv: true }
+        GenerateOptions {
+            sampling: SamplingConfig::default(),
+            max_new_tokens: 128,
+            stop_strings: Vec::new(),
+            stop_tokens: Vec::new(),
+            record: false,
+            reuse_kv: true,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+        }
     }
 }
 
@@ -71,7 +88,8 @@ pub enum FinishReason {
     Length,
     /// The KV cache (context window) is full.
     ContextFull,
-    /// The streaming callback asked to stop (barge-in).
+    /// The streaming callback asked to stop (barge-in), or the generation was cancelled from
+    /// another thread ([`CancelHandle::cancel`]).
     Cancelled,
 }
 
@@ -90,6 +108,9 @@ pub struct Timings {
     /// prefill ran only the rest.
     #[serde(default)]
     pub reused_tokens: usize,
+    /// Prompt tokens the prefill ran (fewer than the prompt's new tokens when it was cancelled).
+    #[serde(default)]
+    pub prefilled_tokens: usize,
 }
 
 /// A finished generation.
@@ -328,9 +349,23 @@ impl Model {
         hook: Option<&mut dyn LogitsHook>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.generate_with(prompt, opts, hook, None, on_text)
+    }
+
+    /// [`Model::generate`] that `cancel` can stop from another thread (within one prefill chunk
+    /// or one decode step); the generation then ends [`FinishReason::Cancelled`] with the tokens
+    /// drawn before it.
+    pub fn generate_with(
+        &self,
+        prompt: &Prompt,
+        opts: &GenerateOptions,
+        hook: Option<&mut dyn LogitsHook>,
+        cancel: Option<&CancelHandle>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
         let prompt_tokens = self.checked_prompt(prompt, opts)?;
         let mut seq = self.take_sequence()?;
-        let result = self.run_loop(&mut seq, prompt_tokens, 0, opts, hook, on_text);
+        let result = self.run_loop(&mut seq, prompt_tokens, 0, opts, hook, cancel, on_text);
         self.give_back(seq);
         result
     }
@@ -347,6 +382,21 @@ impl Model {
         hook: Option<&mut dyn LogitsHook>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.generate_cached_with(cache, prompt, opts, hook, None, on_text)
+    }
+
+    /// [`Model::generate_cached`] that `cancel` can stop from another thread (see
+    /// [`Model::generate_with`]). After a cancel during the prefill the cache holds the prompt
+    /// tokens that ran.
+    pub fn generate_cached_with(
+        &self,
+        cache: &mut KvCache,
+        prompt: &Prompt,
+        opts: &GenerateOptions,
+        hook: Option<&mut dyn LogitsHook>,
+        cancel: Option<&CancelHandle>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
         let prompt_tokens = self.checked_prompt(prompt, opts)?;
         let mut seq = match cache.seq.take() {
             Some(s) => s,
@@ -356,12 +406,11 @@ impl Model {
         let shared = common_prefix(&cache.tokens, &prompt_tokens).min(prompt_tokens.len() - 1);
         let kept = seq.truncate(shared);
         cache.tokens.clear();
-        let result = self.run_loop(&mut seq, prompt_tokens, kept, opts, hook, on_text);
+        let result = self.run_loop(&mut seq, prompt_tokens, kept, opts, hook, cancel, on_text);
         if let Ok(g) = &result {
             // What the cache holds: the prompt and every reply token fed back (the last one drawn
-            // was not).
-            cache.tokens.extend_from_slice(&g.prompt_tokens);
-            cache.tokens.extend_from_slice(&g.tokens[..seq.len() - g.prompt_tokens.len()]);
+            // was not), or the part of the prompt that ran before a cancel.
+            cache.tokens.extend(g.prompt_tokens.iter().chain(&g.tokens).take(seq.len()));
         } else {
             seq.reset();
         }
@@ -386,6 +435,7 @@ impl Model {
         Ok(prompt_tokens)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_loop(
         &self,
         seq: &mut Sequence,
@@ -393,9 +443,12 @@ impl Model {
         cached: usize,
         opts: &GenerateOptions,
         mut hook: Option<&mut dyn LogitsHook>,
+        cancel: Option<&CancelHandle>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
         let start = Instant::now();
+        let idle = CancelHandle::new();
+        let run = cancel.unwrap_or(&idle).begin();
         let mut sampler = Sampler::new(opts.sampling)?;
         let mut stops: Vec<u32> = self.engine.info().eos_token_ids.clone();
         stops.extend_from_slice(&opts.stop_tokens);
@@ -411,11 +464,24 @@ impl Model {
 
         // `seq` already holds the first `cached` prompt tokens.
         debug_assert_eq!(seq.len(), cached);
-        self.engine.forward(seq, &prompt_tokens[cached..], false)?;
+        let rest = &prompt_tokens[cached..];
+        let chunk = if opts.prefill_chunk == 0 { rest.len() } else { opts.prefill_chunk };
+        for piece in rest.chunks(chunk) {
+            if run.is_cancelled() {
+                break;
+            }
+            self.engine.forward(seq, piece, false)?;
+            run.prefilled(piece.len());
+            timings.prefilled_tokens += piece.len();
+        }
         timings.prefill_s = start.elapsed().as_secs_f64();
         timings.reused_tokens = cached;
         let mut decode_start = None;
         let finish = loop {
+            // A cancel lands here: after the prefill, or after the decode step in flight.
+            if run.is_cancelled() {
+                break FinishReason::Cancelled;
+            }
             // The logits of the last position: penalty, record, hook, sample.
             let logits = seq.logits_mut();
             sampler::apply_repetition_penalty(logits, &seen, opts.sampling.repetition_penalty, &mut scratch);
@@ -443,6 +509,7 @@ impl Model {
                 timings.first_token_s = start.elapsed().as_secs_f64();
             }
             tokens.push(draw.token);
+            run.generated();
             seen.push(draw.token);
             if stops.contains(&draw.token) {
                 break FinishReason::StopToken;
@@ -473,6 +540,9 @@ impl Model {
             }
             if seq.len() + 1 > seq.capacity() {
                 break FinishReason::ContextFull;
+            }
+            if run.is_cancelled() {
+                break FinishReason::Cancelled;
             }
             let t0 = Instant::now();
             decode_start.get_or_insert(t0);

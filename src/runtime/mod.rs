@@ -12,6 +12,7 @@ mod fingerprint;
 mod persist;
 mod rewards;
 mod session;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -29,7 +30,8 @@ use crate::tokenizer::Message;
 pub use fingerprint::WeightsCheck;
 pub use persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
 pub use rewards::RewardFn;
-pub use session::{Reply, UserSession, ID_BLOCK};
+pub use session::{Reply, UserSession, ID_BLOCK, NO_EPISODE};
+pub use worker::{UpdateMode, UPDATE_QUEUE};
 
 /// Where and how adapters are kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +87,10 @@ pub struct RuntimeConfig {
     /// Reward sources computed for every reply (coherence, sentiment, task checks, the host's
     /// callback) and added to its first feedback; none by default.
     pub rewards: RewardsConfig,
+    /// Where the updates that feedback makes due run: `sync` (inside that feedback call, the
+    /// default) or `background` (on the runtime's learning thread; feedback returns at once and
+    /// `UserSession::flush` waits).
+    pub update_mode: UpdateMode,
 }
 
 impl Default for RuntimeConfig {
@@ -98,6 +104,7 @@ impl Default for RuntimeConfig {
             probe_prompts: Vec::new(),
             probe_tokens: 0,
             rewards: RewardsConfig::default(),
+            update_mode: UpdateMode::default(),
         }
     }
 }
@@ -164,6 +171,8 @@ pub struct Runtime {
     sessions: Arc<OpenSessions>,
     /// VADER's lexicons, read at the first sentiment reward.
     vader: Mutex<Option<Arc<Vader>>>,
+    /// The learning thread, in `update_mode: "background"`.
+    worker: Option<worker::Worker>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -192,7 +201,11 @@ impl Runtime {
             }
         };
         let sessions = Arc::new(OpenSessions::default());
-        Ok(Arc::new(Runtime { model, config, store, probes: OnceLock::new(), weights, sessions, vader: Mutex::new(None) }))
+        let worker = match config.update_mode {
+            UpdateMode::Sync => None,
+            UpdateMode::Background => Some(worker::Worker::start()?),
+        };
+        Ok(Arc::new(Runtime { model, config, store, probes: OnceLock::new(), weights, sessions, vader: Mutex::new(None), worker }))
     }
 
     /// The model.

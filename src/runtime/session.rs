@@ -15,12 +15,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+mod background;
+
 use super::claims::SessionClaim;
 use super::rewards::{self, Replies, RewardFn};
 use super::persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
 use super::Runtime;
 use crate::error::{Error, Result};
-use crate::generate::{FinishReason, GenerateOptions, KvCache, Prompt, RecordedSampling, Timings};
+use crate::generate::{CancelHandle, FinishReason, GenerateOptions, KvCache, Prompt, RecordedSampling, Timings};
 use crate::learn::{Algorithm, EpisodeKind, FeedbackOutcome, Learner, RecordSource, Reward, UpdateReport};
 use crate::store::RollbackTarget;
 
@@ -32,7 +34,9 @@ pub const ID_BLOCK: u64 = 64;
 pub struct Reply {
     /// The reply text.
     pub text: String,
-    /// The episode id to give feedback for.
+    /// The episode id to give feedback for; [`NO_EPISODE`] when the generation was cancelled
+    /// before its first token (nothing was said, so nothing is recorded).
+    #[serde(serialize_with = "episode_json")]
     pub episode_id: u64,
     /// Why generation ended.
     pub finish: FinishReason,
@@ -40,6 +44,19 @@ pub struct Reply {
     pub tokens: usize,
     /// Timings.
     pub timings: Timings,
+}
+
+/// The episode id of a reply that has none: it was cancelled before its first token. No episode
+/// ever has this id, so feedback for it is [`Error::UnknownEpisode`].
+pub const NO_EPISODE: u64 = u64::MAX;
+
+/// A reply's episode id as JSON: `null` for [`NO_EPISODE`].
+fn episode_json<S: serde::Serializer>(id: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if *id == NO_EPISODE {
+        s.serialize_none()
+    } else {
+        s.serialize_u64(*id)
+    }
 }
 
 /// One user's adapter and learner, bound to a runtime.
@@ -62,6 +79,16 @@ pub struct UserSession {
     replies: Replies,
     /// The host's reward callback, for `callback` rewards.
     reward_fn: Option<RewardFn>,
+    /// Stops this session's running generation from another thread.
+    cancel: CancelHandle,
+    /// The update running on the runtime's learning thread (`update_mode: "background"`).
+    in_flight: Option<background::InFlight>,
+    /// The first error of a background update or of feedback it held, for the next `flush`.
+    deferred_error: Option<Error>,
+    /// The most recent update's report.
+    last_report: Option<UpdateReport>,
+    /// The last background update's stand-in, kept for the next one.
+    spare: Option<Learner>,
 }
 
 impl std::fmt::Debug for UserSession {
@@ -91,6 +118,11 @@ impl UserSession {
             replies: Replies::default(),
             reward_fn: None,
             kv: KvCache::default(),
+            cancel: CancelHandle::new(),
+            in_flight: None,
+            deferred_error: None,
+            last_report: None,
+            spare: None,
         };
         if let Some(store) = s.runtime.store() {
             if let Some(rec) = store.load(user)? {
@@ -159,13 +191,17 @@ impl UserSession {
         &self.user
     }
 
-    /// The learner (adapter, counters, statistics).
+    /// The learner (adapter, counters, statistics). While a background update runs this is the
+    /// stand-in that generation uses (the adapter before the update, the replies since); call
+    /// [`UserSession::flush`] first for the learner itself.
     pub fn learner(&self) -> &Learner {
         &self.learner
     }
 
-    /// Mutable access to the learner, for hosts that drive it directly.
+    /// Mutable access to the learner, for hosts that drive it directly (waits for a background
+    /// update first).
     pub fn learner_mut(&mut self) -> &mut Learner {
+        self.settle();
         &mut self.learner
     }
 
@@ -185,6 +221,8 @@ impl UserSession {
         if self.runtime.store().is_none() || next < self.reserved_ids {
             return;
         }
+        // The reservation is written with the pending episodes, which are away during an update.
+        self.settle();
         let reserved = next + ID_BLOCK;
         if let Err(e) = self.write_pending(reserved, true) {
             log::error!("could not reserve episode ids for user {}: {e}", self.user);
@@ -194,7 +232,9 @@ impl UserSession {
     /// Writes the pending episodes (best effort: a failure is logged and learning goes on in
     /// memory). A failed durable write leaves the reservation where it was.
     fn persist_pending(&mut self) {
-        if self.runtime.store().is_none() || !self.runtime.config().store.persist_pending {
+        // During a background update the learner holding the episodes is away; they are written
+        // when it lands.
+        if self.runtime.store().is_none() || !self.runtime.config().store.persist_pending || self.in_flight.is_some() {
             return;
         }
         if let Err(e) = self.write_pending(self.reserved_ids.max(self.learner.next_episode_id()), false) {
@@ -220,17 +260,24 @@ impl UserSession {
     /// supervised algorithm the user's last message is also recorded as language-model targets.
     pub fn generate(&mut self, prompt: &Prompt, opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Reply> {
         let opts = GenerateOptions { record: true, ..opts.clone() };
+        // A finished background update's adapter is swapped in here, between two generations.
+        self.land(false);
         self.reserve_ids();
         let model = self.runtime.model();
         let g = {
             let mut hook = self.learner.adapter();
+            let cancel = Some(&self.cancel);
             if opts.reuse_kv && matches!(prompt, Prompt::Chat(_)) {
-                model.generate_cached(&mut self.kv, prompt, &opts, Some(&mut hook), on_text)?
+                model.generate_cached_with(&mut self.kv, prompt, &opts, Some(&mut hook), cancel, on_text)?
             } else {
-                model.generate(prompt, &opts, Some(&mut hook), on_text)?
+                model.generate_with(prompt, &opts, Some(&mut hook), cancel, on_text)?
             }
         };
         let n = g.tokens.len();
+        if n == 0 {
+            // Cancelled during the prefill: nothing was said.
+            return Ok(Reply { text: g.text, episode_id: NO_EPISODE, finish: g.finish, tokens: 0, timings: g.timings });
+        }
         let logprobs = rewards::token_logprobs(&g.records);
         let id = self.learner.record_episode(g.prompt_tokens, g.records, g.sampling)?;
         self.replies.insert(id, &g.text, g.finish, logprobs, self.learner.config().episode_capacity);
@@ -274,7 +321,20 @@ impl UserSession {
     pub fn generate_unrecorded(&mut self, prompt: &Prompt, opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<crate::generate::Generation> {
         let opts = GenerateOptions { record: false, ..opts.clone() };
         let mut hook = self.learner.adapter();
-        self.runtime.model().generate(prompt, &opts, Some(&mut hook), on_text)
+        self.runtime.model().generate_with(prompt, &opts, Some(&mut hook), Some(&self.cancel), on_text)
+    }
+
+    /// A handle that stops this session's running generation from any thread ([`UserSession::cancel`]
+    /// without borrowing the session): the generation returns [`FinishReason::Cancelled`] within
+    /// one prefill chunk (`generation.prefill_chunk` tokens) or one decode step, and its episode
+    /// holds the tokens drawn before the cancel. A cancel while no generation runs does nothing.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
+    }
+
+    /// Stops the running generation (see [`UserSession::cancel_handle`]); whether one was running.
+    pub fn cancel(&self) -> bool {
+        self.cancel.cancel()
     }
 
     /// Teaches the reply the user wanted for `prompt` (a correction): teacher-forced through the
@@ -302,21 +362,40 @@ impl UserSession {
     /// runtime's configured ones (`rewards`) are added to a reply's first feedback; each enters as
     /// a score of its own name. A computed value that is not finite is [`Error::InvalidReward`]
     /// and nothing is recorded.
+    ///
+    /// With `update_mode: "background"` it returns at once ([`FeedbackOutcome::Queued`]): a due
+    /// update runs on the runtime's learning thread, its report is [`UserSession::last_report`]
+    /// after [`UserSession::flush`], and the errors of feedback given while an update ran (for
+    /// an episode recorded before it) come from `flush`.
     pub fn feedback(&mut self, episode_id: u64, reward: &Reward) -> Result<FeedbackOutcome> {
-        let reward = {
-            let ep = self.learner.episode(episode_id)?;
-            let first = ep.kind == EpisodeKind::Sampled && ep.reward.is_none() && ep.learned == 0;
-            rewards::resolve(&self.runtime, &mut self.replies, &mut self.reward_fn, ep, first, reward)?
-        };
+        if self.background() {
+            return self.feedback_background(episode_id, reward);
+        }
+        let reward = self.resolve(episode_id, reward)?;
         let out = self.learner.give_feedback(episode_id, &reward);
         self.persist_pending();
+        if let Ok(FeedbackOutcome::Updated(rep)) = &out {
+            self.last_report = Some(rep.clone());
+        }
         out
     }
 
-    /// Runs an update now on the episodes that have feedback.
+    /// The reward with its computed sources (and, at a reply's first feedback, the runtime's).
+    fn resolve(&mut self, episode_id: u64, reward: &Reward) -> Result<Reward> {
+        let ep = self.learner.episode(episode_id)?;
+        let first = ep.kind == EpisodeKind::Sampled && ep.reward.is_none() && ep.learned == 0;
+        rewards::resolve(&self.runtime, &mut self.replies, &mut self.reward_fn, ep, first, reward)
+    }
+
+    /// Runs an update now on the episodes that have feedback, on this thread (after any
+    /// background update has landed).
     pub fn update(&mut self) -> Result<UpdateReport> {
+        self.settle();
         let out = self.learner.update();
         self.persist_pending();
+        if let Ok(rep) = &out {
+            self.last_report = Some(rep.clone());
+        }
         out
     }
 
@@ -325,6 +404,7 @@ impl UserSession {
     /// [`Error::UserForgotten`]. A failed write (full disk, read-only store) leaves the previous
     /// version as it was and the session as it was, so the host may try again later.
     pub fn save(&mut self) -> Result<u64> {
+        self.settle();
         let store = self.store()?;
         let rec = to_record(&self.learner.snapshot(), self.created_unix)?;
         let v = {
@@ -343,6 +423,7 @@ impl UserSession {
     /// episodes and the id counter stay: feedback for a reply sampled before the rollback is
     /// learned through the importance ratio against the adapter that sampled it.
     pub fn rollback(&mut self, steps_back: usize) -> Result<()> {
+        self.settle();
         let store = self.store()?;
         let target = {
             let _write = self.claim.writable()?;
@@ -359,6 +440,8 @@ impl UserSession {
     /// Starts this user over with a fresh adapter (saved versions stay recoverable by rollback).
     /// Held episodes and the id counter stay.
     pub fn reset(&mut self) -> Result<()> {
+        self.settle();
+        self.last_report = None;
         if let Some(store) = self.runtime.store() {
             let _write = self.claim.writable()?;
             store.reset(&self.user)?;
@@ -378,6 +461,7 @@ impl UserSession {
     /// Replaces this user's adapter with exported bytes (validated before anything is written).
     /// Held episodes stay; the id counter keeps the higher of the two.
     pub fn import(&mut self, bytes: &[u8]) -> Result<()> {
+        self.settle();
         let store = self.store()?;
         {
             let _write = self.claim.writable()?;
@@ -387,6 +471,7 @@ impl UserSession {
             Some(rec) => self.install(&rec)?,
             None => return Err(Error::Store("imported adapter could not be loaded back".into())),
         }
+        self.last_report = None;
         self.persist_pending();
         Ok(())
     }
@@ -397,6 +482,11 @@ impl UserSession {
     /// store (save, rollback, reset, export and import fail with [`Error::UserForgotten`]); a
     /// session opened after this one is dropped works normally.
     pub fn forget(&mut self) -> Result<()> {
+        self.settle();
+        self.last_report = None;
+        self.deferred_error = None;
+        // The stand-in's copy of the adapter is the user's data too.
+        self.spare = None;
         let (runtime, user) = (&self.runtime, &self.user);
         self.claim.forget(|| match runtime.store() {
             Some(store) => store.forget(user).map(|_| ()),

@@ -1,14 +1,15 @@
 //! Runtime and session handles for bindings whose host objects hold a Rust object (Java through
 //! JNI, Python through PyO3), with the C API's rules: a runtime closed while sessions are open
 //! makes their calls fail with `RUNTIME_CLOSED`; a session is used by one call at a time (a second
-//! call, also one from its own text callback, fails with `BUSY` instead of waiting); closing twice
-//! does nothing; any call after close fails.
+//! call, also one from its own text callback, fails with `BUSY` instead of waiting), except
+//! [`SessionHandle::cancel`], which may run at any time from any thread; closing twice does
+//! nothing; any call after close fails.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
-use attune::generate::FinishReason;
+use attune::generate::{CancelHandle, FinishReason};
 use attune::learn::{FeedbackOutcome, Reward, UpdateOutcome};
 pub use attune::learn::UpdateReport;
 use attune::runtime::{Runtime, UserSession};
@@ -68,21 +69,21 @@ impl RuntimeHandle {
     pub fn open_session(self: &Arc<Self>, user: &str) -> HostResult<SessionHandle> {
         self.check_open()?;
         let session = self.runtime.open_session(user)?;
-        Ok(SessionHandle { runtime: Arc::clone(self), user: user.to_string(), state: Mutex::new(Some(SessionState { session, last_report: None })) })
+        let cancel = session.cancel_handle();
+        Ok(SessionHandle { runtime: Arc::clone(self), user: user.to_string(), cancel, state: Mutex::new(Some(SessionState { session })) })
     }
 }
 
 /// What a session's lock protects; `None` once the session is closed.
 struct SessionState {
     session: UserSession,
-    last_report: Option<UpdateReport>,
 }
 
 /// A finished generation as the bindings hand it out.
 #[derive(Debug, Clone)]
 pub struct ReplyData {
     pub text: String,
-    /// `None` for an unrecorded generation.
+    /// `None` for an unrecorded generation, or one cancelled before its first token.
     pub episode_id: Option<u64>,
     pub finish: FinishReason,
     pub tokens: usize,
@@ -158,6 +159,8 @@ pub fn finish_name(f: FinishReason) -> &'static str {
 pub struct SessionHandle {
     runtime: Arc<RuntimeHandle>,
     user: String,
+    /// Outside the lock, so that [`SessionHandle::cancel`] works while a generation holds it.
+    cancel: CancelHandle,
     state: Mutex<Option<SessionState>>,
 }
 
@@ -165,6 +168,14 @@ impl SessionHandle {
     /// The user id (works after close).
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// Stops the generation running on this session (on another thread): it returns `Cancelled`
+    /// within one prefill chunk or one token. The one call that never takes the session's lock,
+    /// so it never fails with `BUSY`; when nothing runs it does nothing. Whether a generation was
+    /// stopped.
+    pub fn cancel(&self) -> bool {
+        self.cancel.cancel()
     }
 
     /// Locks the session for one call.
@@ -225,7 +236,8 @@ impl SessionHandle {
             if record {
                 let r = st.session.generate(&prompt, &opts, &mut stream)?;
                 let json = serde_json::to_string(&r).unwrap_or_default();
-                Ok(ReplyData { text: r.text, episode_id: Some(r.episode_id), finish: r.finish, tokens: r.tokens, json })
+                let id = (r.episode_id != attune::runtime::NO_EPISODE).then_some(r.episode_id);
+                Ok(ReplyData { text: r.text, episode_id: id, finish: r.finish, tokens: r.tokens, json })
             } else {
                 let g = st.session.generate_unrecorded(&prompt, &opts, &mut stream)?;
                 let json = serde_json::json!({
@@ -252,11 +264,8 @@ impl SessionHandle {
             Ok(match st.session.feedback(episode_id, &reward)? {
                 FeedbackOutcome::Queued => FeedbackKind::Queued,
                 FeedbackOutcome::Ignored(_) => FeedbackKind::Ignored,
-                FeedbackOutcome::Updated(report) => {
-                    let kind = if matches!(report.outcome, UpdateOutcome::Skipped(_)) { FeedbackKind::Skipped } else { FeedbackKind::Updated };
-                    st.last_report = Some(report);
-                    kind
-                }
+                FeedbackOutcome::Updated(report) if matches!(report.outcome, UpdateOutcome::Skipped(_)) => FeedbackKind::Skipped,
+                FeedbackOutcome::Updated(_) => FeedbackKind::Updated,
             })
         })
     }
@@ -269,16 +278,17 @@ impl SessionHandle {
 
     /// Runs an update now (`LEARNING` when no reward or demonstration waits).
     pub fn update(&self) -> HostResult<UpdateReport> {
-        self.with(|st| {
-            let r = st.session.update()?;
-            st.last_report = Some(r.clone());
-            Ok(r)
-        })
+        self.with(|st| Ok(st.session.update()?))
     }
 
     /// The most recent update's report (`NOT_FOUND` when none ran in this session).
     pub fn last_report(&self) -> HostResult<UpdateReport> {
-        self.with(|st| st.last_report.clone().ok_or_else(|| HostError::new(NOT_FOUND, "no update has run in this session yet")))
+        self.with(|st| st.session.last_report().cloned().ok_or_else(|| HostError::new(NOT_FOUND, "no update has run in this session yet")))
+    }
+
+    /// Waits for the session's background updates (see `UserSession::flush`); their first error.
+    pub fn flush(&self) -> HostResult<()> {
+        self.with(|st| Ok(st.session.flush()?))
     }
 
     /// Saves the adapter as a new version; its number.
@@ -299,7 +309,6 @@ impl SessionHandle {
     pub fn reset(&self) -> HostResult<()> {
         self.with(|st| {
             st.session.reset()?;
-            st.last_report = None;
             Ok(())
         })
     }
@@ -308,7 +317,6 @@ impl SessionHandle {
     pub fn forget(&self) -> HostResult<()> {
         self.with(|st| {
             st.session.forget()?;
-            st.last_report = None;
             Ok(())
         })
     }
@@ -322,14 +330,16 @@ impl SessionHandle {
     pub fn import(&self, bytes: &[u8]) -> HostResult<()> {
         self.with(|st| {
             st.session.import(bytes)?;
-            st.last_report = None;
             Ok(())
         })
     }
 
     /// The session's statistics as JSON (see [`json::stats`]).
     pub fn stats_json(&self) -> HostResult<String> {
-        self.with(|st| Ok(json::stats(&self.user, &mut st.session, st.last_report.as_ref()).to_string()))
+        self.with(|st| {
+            let report = st.session.last_report().cloned();
+            Ok(json::stats(&self.user, &mut st.session, report.as_ref()).to_string())
+        })
     }
 }
 
