@@ -12,7 +12,7 @@ export ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER ?= 1
 export XDG_RUNTIME_DIR ?= /tmp/attune-xdg
 
 
-.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts test-offline check-doc-links bench bench-peers clean test-java test-python-binding
+.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts test-offline check-doc-links bench bench-peers clean test-java test-python-binding fuzz
 
 setup: setup-demo
 setup-demo: system-demo venv ort models build
@@ -107,6 +107,21 @@ test-ignored: setup-test
 	mkdir -p $$XDG_RUNTIME_DIR
 	ATTUNE_THREADS=1 $(CARGO) test --release --test learn_timing -- --ignored --nocapture
 	$(CARGO) test --release --test gpu_parity -- --ignored
+
+# The fuzz targets (fuzz/, docs/fuzzing.md), one after the other, each for FUZZ_SECONDS with an RSS
+# limit of FUZZ_RSS_MB; not part of CI, which runs their bounded replay (tests/fuzz_inputs.rs). Needs
+# a nightly toolchain and `cargo install cargo-fuzz --locked`. New inputs go to fuzz/corpus/, a
+# crashing one to fuzz/artifacts/.
+FUZZ_CARGO ?= cargo +nightly
+FUZZ_TARGETS ?= decode config feedback chat options import
+FUZZ_SECONDS ?= 600
+FUZZ_RSS_MB ?= 2048
+fuzz: setup-test
+	mkdir -p $$XDG_RUNTIME_DIR
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  $(FUZZ_CARGO) fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=$(FUZZ_RSS_MB) || exit 1; \
+	done
 
 bench: setup
 	$(CARGO) run --release --bin attune -- bench --model $(REAL_MODEL) --threads 2
