@@ -141,17 +141,19 @@ def test_tiny_other_accuracy_levels(tmp_path, tiny_ws, level, max_hidden_rel):
 
 
 def test_tiny_fast_profile(tmp_path, tiny_ws):
-    """The fast profile (convert.py's default) builds int8 compute everywhere, records its name,
-    and stays close to the reference (llama.cpp-grade error: hidden state ~4e-2)."""
+    """The fast profile (convert.py's default) builds int8 compute everywhere but layer 0, records
+    its name, and stays close to the reference (llama.cpp-grade error: hidden state ~4e-2)."""
     d = tmp_path / "tiny"
     convert.write_folder(tiny_ws, str(d))
     meta = json.load(open(d / "attune_model.json"))
     assert meta["profile"] == convert.DEFAULT_PROFILE == "fast"
-    assert meta["accuracy_levels"] == {k: 4 for k in convert.MATMUL_KINDS}
+    assert meta["accuracy_levels"] == convert.profile_levels("fast")
     m = onnx.load(str(d / "model.onnx"), load_external_data=False)
-    acc = {a.i for n in m.graph.node if n.op_type == "MatMulNBits" for a in n.attribute
+    acc = {n.name: a.i for n in m.graph.node if n.op_type == "MatMulNBits" for a in n.attribute
            if a.name == "accuracy_level"}
-    assert acc == {4}
+    layer0 = {k: v for k, v in acc.items() if k.startswith("blk.0.")}
+    assert layer0 and set(layer0.values()) == {1}, acc
+    assert {v for k, v in acc.items() if k not in layer0} == {4}, acc
     rl, rh = reference.forward(reference.load_reference(tiny_ws), TINY_IDS)
     lg, hs, _ = run(session(str(d)), decoder_cfg(str(d)), TINY_IDS)
     mt = metrics(rl, rh, lg, hs)
