@@ -239,8 +239,8 @@ def main(argv=None):
                     help="a model folder to measure (repeatable; default: the fast and exact folders)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     a = ap.parse_args(argv)
-    specs = a.folder or [f"attune fast={os.path.join(HERE, 'smollm2-135m-instruct')}",
-                         f"attune exact={os.path.join(HERE, 'smollm2-135m-instruct-exact')}"]
+    specs = a.folder or [f"attune fast={os.path.join(HERE, 'smollm2-135m-instruct-fast')}",
+                         f"attune exact={os.path.join(HERE, 'smollm2-135m-instruct')}"]
     folders = dict(s.split("=", 1) for s in specs)
     rows = measure(a.gguf, folders, kv_cache=tuple(folders))
     print(table(rows))

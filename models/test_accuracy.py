@@ -4,8 +4,8 @@ runs it: .venv/bin/python -m pytest -q models/test_accuracy.py).
 Mean KL per token and top-1 agreement to the float64 numpy forward pass of the dequantized GGUF
 (reference.py), teacher-forced on accuracy.CHATS (three chat texts, 387 tokens), for llama.cpp
 (llama-cpp-python, installed by `make setup-test` from models/requirements-accuracy.txt), the fast
-folder (models/smollm2-135m-instruct, the default) and the exact one
-(models/smollm2-135m-instruct-exact), each for the full pass and for the KV-cache path (prefill half,
+folder (models/smollm2-135m-instruct-fast) and the exact one
+(models/smollm2-135m-instruct, the default), each for the full pass and for the KV-cache path (prefill half,
 then one token at a time). A profile passes when its mean KL is at most llama.cpp's and its top-1
 at least llama.cpp's, in the same run. Nothing here skips: a missing part fails with the command
 that makes it.
@@ -22,8 +22,8 @@ sys.path.insert(0, HERE)
 
 import accuracy  # noqa: E402
 
-FOLDERS = {"attune fast": os.environ.get("ATTUNE_REAL_MODEL") or os.path.join(HERE, "smollm2-135m-instruct"),
-           "attune exact": os.environ.get("ATTUNE_EXACT_MODEL") or os.path.join(HERE, "smollm2-135m-instruct-exact")}
+FOLDERS = {"attune fast": os.environ.get("ATTUNE_FAST_MODEL") or os.path.join(HERE, "smollm2-135m-instruct-fast"),
+           "attune exact": os.environ.get("ATTUNE_REAL_MODEL") or os.path.join(HERE, "smollm2-135m-instruct")}
 PROFILES = {"attune fast": "fast", "attune exact": "exact"}
 
 

@@ -1,8 +1,8 @@
 """Checks of the model preparation side (run: .venv/bin/python -m pytest -q models/test_model.py -s).
 
 Tiny-model checks always run (the tiny model is rebuilt in a temp dir; seconds). Checks that need
-the real GGUF (.cache/smollm2/...) or the converted real folders (models/smollm2-135m-instruct, fast
-profile; models/smollm2-135m-instruct-exact, exact profile) skip with a message when those are
+the real GGUF (.cache/smollm2/...) or the converted real folders (models/smollm2-135m-instruct, exact
+profile; models/smollm2-135m-instruct-fast, fast profile) skip with a message when those are
 absent (run `bash models/prepare.sh` to make them). The fast profile's accuracy against llama.cpp
 is models/test_accuracy.py's.
 """
@@ -32,7 +32,8 @@ GGUF = os.environ.get("ATTUNE_GGUF") or os.path.join(
 REAL_DIR = os.environ.get("ATTUNE_REAL_MODEL") or os.path.join(HERE, "smollm2-135m-instruct")
 TINY_DIR = os.path.join(HERE, "tiny")
 
-EXACT_DIR = os.environ.get("ATTUNE_EXACT_MODEL") or os.path.join(HERE, "smollm2-135m-instruct-exact")
+EXACT_DIR = REAL_DIR  # the default folder is built with the exact profile
+FAST_DIR = os.environ.get("ATTUNE_FAST_MODEL") or os.path.join(HERE, "smollm2-135m-instruct-fast")
 
 # Exactness bar of the exact-profile folder against the float64 reference (fp32 compute in the
 # 4-bit projections: measured KL ~6e-9, hidden-state error ~3e-6). The default (fast) folder computes
@@ -468,10 +469,10 @@ def test_real_model_kv_cache(real_case, capsys):
     assert d < 1e-5
 
 
-@pytest.mark.parametrize("folder,profile", [(REAL_DIR, "fast"), (EXACT_DIR, "exact")])
+@pytest.mark.parametrize("folder,profile", [(FAST_DIR, "fast"), (REAL_DIR, "exact")])
 def test_real_conversion_deterministic(tmp_path, folder, profile):
     """The prepared folders are what `convert.py --profile P` makes now, byte for byte, and record
-    their profile (the default folder is the fast one)."""
+    their profile (the default folder is the exact one)."""
     need_gguf()
     if not os.path.exists(os.path.join(folder, "model.onnx")):
         pytest.skip(f"{folder} not built (run: bash models/prepare.sh)")
