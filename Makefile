@@ -12,11 +12,11 @@ export ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER ?= 1
 export XDG_RUNTIME_DIR ?= /tmp/attune-xdg
 
 
-.PHONY: check-features setup setup-demo setup-test system-demo system-test venv ort models build demo test test-fast test-ignored test-python test-scripts test-offline check-doc-links bench bench-peers clean test-java test-python-binding fuzz
+.PHONY: check-features setup setup-demo setup-test system-demo system-test venv venv-accuracy ort models build demo test test-fast test-ignored test-python test-scripts test-offline check-doc-links bench bench-peers clean test-java test-python-binding fuzz
 
 setup: setup-demo
 setup-demo: system-demo venv ort models build
-setup-test: system-test venv ort models build
+setup-test: system-test venv venv-accuracy ort models build
 
 # The Debian 12 packages each needs, installed when missing (scripts/install-system.sh: as root, through
 # sudo, or it prints the commands); silent when nothing is missing.
@@ -32,6 +32,14 @@ $(VENV)/.stamp: models/requirements.txt
 	touch $@
 
 venv: $(VENV)/.stamp
+
+# llama.cpp (llama-cpp-python, built from source with the C/C++ compiler; pip fetches cmake and
+# ninja for the build) for models/test_accuracy.py and `make bench-peers`'s accuracy table.
+$(VENV)/.stamp-accuracy: $(VENV)/.stamp models/requirements-accuracy.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r models/requirements-accuracy.txt
+	touch $@
+
+venv-accuracy: $(VENV)/.stamp-accuracy
 
 ort: venv
 	@bash scripts/install-ort.sh $(VPY) $(ORT_DIR)
@@ -56,7 +64,7 @@ test: check-doc-links test-scripts setup-test check-features
 	$(MAKE) test-java
 	$(MAKE) test-python-binding
 	$(MAKE) test-offline
-	$(VPY) -m pytest -q models/test_model.py models/test_vader.py
+	$(VPY) -m pytest -q models/test_model.py models/test_accuracy.py models/test_vader.py
 
 # The Java binding (bindings/java): libattune_jni, the dev.attune classes (javac, jar) and their JUnit 5
 # tests on the tiny model. The JDK and JUnit's console launcher come from scripts/install-system.sh test.
@@ -126,8 +134,9 @@ fuzz: setup-test
 bench: setup
 	$(CARGO) run --release --bin attune -- bench --model $(REAL_MODEL) --threads 2
 
-# Peers (llama.cpp via llama-cpp-python, onnxruntime-genai) on the same weights; not part of CI.
-bench-peers: setup
+# Peers (llama.cpp via llama-cpp-python, onnxruntime-genai) on the same weights, with each profile's
+# accuracy table; not part of CI.
+bench-peers: setup venv-accuracy
 	bash benches/peers.sh
 
 clean:

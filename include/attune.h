@@ -871,7 +871,8 @@ attune_status attune_runtime_context_tokens(const attune_runtime *runtime, size_
  * empty), "options": {...} (those configured)}, ...] (every active provider in priority order, the
  * CPU provider last), "failed_providers": [{"name", "reason"}] (configured but not registered,
  * without `strict_providers`), "context_tokens", "kv_cache_in_place", "adapter_compute": {"device",
- * "allow_software"} (the `compute` configuration)}`. When `len` is too small, returns
+ * "allow_software"} (the `compute` configuration), "model_profile": the model folder's converter
+ * profile ("fast", "exact", "custom"; null when its attune_model.json records none)}`. When `len` is too small, returns
  * `ATTUNE_STATUS_BUFFER_TOO_SMALL`, leaves `buf` untouched and writes the size needed (NUL
  * included) to `*needed`. `needed` may be NULL; `buf` may be NULL when `len` is 0.
  *

@@ -3,7 +3,7 @@
 numpy exactly as llama.cpp does, then converted by the same code path as the real model
 (models/convert.py), with the real SmolLM2 tokenizer (vocab 49152).
 
-    python models/make_tiny.py OUTDIR [--gguf PATH_TO_SMOLLM2_GGUF]
+    python models/make_tiny.py OUTDIR [--gguf PATH_TO_SMOLLM2_GGUF] [--profile exact|fast]
 
 The tokenizer (and chat template) are read from the real GGUF; without one (--gguf none) the
 folder gets no tokenizer files, which is enough for graph tests.
@@ -41,6 +41,10 @@ TINY_CONFIG = {
     "vocab_size": 49152,
 }
 SEED = 20240607
+# The tiny folder checks the graph mapping itself (hidden-state error < 1e-5 against the reference
+# in models/test_model.py and the Rust fast tier), so it is built exact; the real folder's fast
+# profile is checked against llama.cpp by models/test_accuracy.py.
+TINY_PROFILE = "exact"
 
 
 def tiny_weight_set(tokenizer: dict | None = None, seed: int = SEED) -> convert.WeightSet:
@@ -86,14 +90,16 @@ def main(argv=None):
     ap.add_argument("outdir")
     ap.add_argument("--gguf", default=DEFAULT_GGUF,
                     help="real GGUF to take the tokenizer from ('none' for no tokenizer files)")
+    ap.add_argument("--profile", default=TINY_PROFILE, choices=sorted(convert.PROFILES),
+                    help=f"converter profile (default {TINY_PROFILE})")
     ap.add_argument("--accuracy-level", default=None, choices=convert.ACCURACY_CHOICES,
-                    help="MatMulNBits accuracy_level (default: the converter's default)")
+                    help="MatMulNBits accuracy_level (default: the profile's)")
     a = ap.parse_args(argv)
     t0 = time.time()
     tok = None if a.gguf == "none" else tokenizer_from_gguf(a.gguf)
     ws = tiny_weight_set(tok)
-    kw = {} if a.accuracy_level is None else {"accuracy_level": a.accuracy_level}
-    out = convert.write_folder(ws, a.outdir, extra_meta={"source": "tiny", "seed": SEED}, **kw)
+    out = convert.write_folder(ws, a.outdir, a.accuracy_level, profile=a.profile,
+                               extra_meta={"source": "tiny", "seed": SEED})
     print(f"wrote {out} in {time.time() - t0:.1f}s")
 
 

@@ -3,7 +3,10 @@
 
     python models/prepare.py [--force]        (models/prepare.sh runs this with the venv's python)
 
-Produces models/smollm2-135m-instruct/ (convert.py) and models/tiny/ (make_tiny.py). Idempotent:
+Produces models/smollm2-135m-instruct/ (convert.py, the exact profile, what the engine loads by
+default), models/smollm2-135m-instruct-fast/ (the fast profile, held to llama.cpp's accuracy by
+models/test_accuracy.py; not the default folder yet: its greedy reply to "What is the capital of
+France?" misses "Paris", see BENCHMARKS.md) and models/tiny/ (make_tiny.py). Idempotent:
 each folder has a stamp (models/.prepare-stamp-NAME) holding a hash of the inputs (GGUF digest,
 converter sources, options); when it matches and the folder is complete, nothing is rebuilt.
 Folders are replaced atomically (written beside, then renamed).
@@ -30,6 +33,7 @@ GGUF_SIZE = 98362432
 DL_DIR = os.path.join(ROOT, ".cache", "dl")
 GGUF_PATH = os.path.join(ROOT, ".cache", "smollm2", MEMBER)
 REAL_DIR = os.path.join(HERE, "smollm2-135m-instruct")
+FAST_DIR = os.path.join(HERE, "smollm2-135m-instruct-fast")
 TINY_DIR = os.path.join(HERE, "tiny")
 SOURCES = ["convert.py", "make_tiny.py", "prepare.py"]
 REQUIRED = ["genai_config.json", "model.onnx", "model.onnx.data"]
@@ -101,11 +105,12 @@ def main(argv=None):
     a = ap.parse_args(argv)
     gguf = ensure_gguf()
     jobs = [
-        ("real", REAL_DIR, lambda: convert.main([gguf, REAL_DIR])),
-        ("tiny", TINY_DIR, lambda: make_tiny.main([TINY_DIR, "--gguf", gguf])),
+        ("real", REAL_DIR, "exact", lambda: convert.main([gguf, REAL_DIR, "--profile", "exact"])),
+        ("real-fast", FAST_DIR, "fast", lambda: convert.main([gguf, FAST_DIR, "--profile", "fast"])),
+        ("tiny", TINY_DIR, make_tiny.TINY_PROFILE, lambda: make_tiny.main([TINY_DIR, "--gguf", gguf])),
     ]
-    for kind, folder, build in jobs:
-        key = inputs_key(kind, {"accuracy_level": convert.DEFAULT_ACCURACY_LEVEL})
+    for kind, folder, profile, build in jobs:
+        key = inputs_key(kind, {"profile": profile, "levels": convert.profile_levels(profile)})
         stamp = os.path.join(HERE, f".prepare-stamp-{kind}")
         if not a.force and up_to_date(folder, stamp, key):
             print(f"prepare: {os.path.relpath(folder, ROOT)} is up to date")

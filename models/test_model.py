@@ -1,8 +1,10 @@
 """Checks of the model preparation side (run: .venv/bin/python -m pytest -q models/test_model.py -s).
 
 Tiny-model checks always run (the tiny model is rebuilt in a temp dir; seconds). Checks that need
-the real GGUF (.cache/smollm2/...) or the converted real folder (models/smollm2-135m-instruct)
-skip with a message when those are absent (run `bash models/prepare.sh` to make them).
+the real GGUF (.cache/smollm2/...) or the converted real folders (models/smollm2-135m-instruct, exact
+profile; models/smollm2-135m-instruct-fast, fast profile) skip with a message when those are
+absent (run `bash models/prepare.sh` to make them). The fast profile's accuracy against llama.cpp
+is models/test_accuracy.py's.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ sys.path.insert(0, HERE)
 import convert  # noqa: E402
 import make_tiny  # noqa: E402
 import reference  # noqa: E402
+from accuracy import CHATS, decoder_cfg, log_softmax, metrics, run, run_kv, session  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 GGUF = os.environ.get("ATTUNE_GGUF") or os.path.join(
@@ -29,21 +32,17 @@ GGUF = os.environ.get("ATTUNE_GGUF") or os.path.join(
 REAL_DIR = os.environ.get("ATTUNE_REAL_MODEL") or os.path.join(HERE, "smollm2-135m-instruct")
 TINY_DIR = os.path.join(HERE, "tiny")
 
-# accuracy bar of the converted real model against the float64 reference
-MAX_MEAN_KL = 0.005
-MIN_TOP1 = 0.97
-MAX_HIDDEN_REL = 1e-2
+EXACT_DIR = REAL_DIR  # the default folder is built with the exact profile
+FAST_DIR = os.environ.get("ATTUNE_FAST_MODEL") or os.path.join(HERE, "smollm2-135m-instruct-fast")
 
-CHAT = [
-    {"role": "user", "content": "Explain in a few sentences why the sky is blue, and mention what "
-                                "happens at sunset."},
-    {"role": "assistant", "content": "The sky looks blue because air molecules scatter short (blue) "
-                                     "wavelengths of sunlight much more strongly than long (red) ones; "
-                                     "this is called Rayleigh scattering. At sunset the light travels "
-                                     "through far more air, so most of the blue is scattered away "
-                                     "before it reaches you, and the remaining light looks orange and "
-                                     "red."},
-]
+# Exactness bar of the exact-profile folder against the float64 reference (fp32 compute in the
+# 4-bit projections: measured KL ~6e-9, hidden-state error ~3e-6). The default (fast) folder computes
+# on int8 activations like llama.cpp; models/test_accuracy.py holds it to llama.cpp's own accuracy.
+MAX_MEAN_KL = 1e-6
+MIN_TOP1 = 0.99
+MAX_HIDDEN_REL = 1e-5
+
+CHAT = CHATS[0]
 
 
 def need_gguf():
@@ -56,65 +55,14 @@ def need_real():
         pytest.skip(f"real model folder not found at {REAL_DIR} (run: bash models/prepare.sh)")
 
 
+def need_exact():
+    if not os.path.exists(os.path.join(EXACT_DIR, "model.onnx")):
+        pytest.skip(f"exact-profile folder not found at {EXACT_DIR} (run: bash models/prepare.sh)")
+
+
 # ---------------------------------------------------------------------------------------------
-# helpers
+# helpers (the ONNX Runtime calls and metrics are accuracy.py's, shared with test_accuracy.py)
 # ---------------------------------------------------------------------------------------------
-def session(folder):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    so.log_severity_level = 3
-    return ort.InferenceSession(os.path.join(folder, "model.onnx"), so,
-                                providers=["CPUExecutionProvider"])
-
-
-def decoder_cfg(folder):
-    with open(os.path.join(folder, "genai_config.json")) as f:
-        return json.load(f)["model"]["decoder"]
-
-
-def run(sess, dec, ids, pasts=None):
-    """One call. ids: list of ints (batch 1). Returns (logits [S,V], hidden [S,H], presents)."""
-    L, nkv, hd = dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]
-    past_len = 0 if pasts is None else pasts[0].shape[2]
-    feed = {"input_ids": np.asarray([ids], np.int64),
-            "attention_mask": np.ones((1, past_len + len(ids)), np.int64)}
-    for i in range(L):
-        for j, kv in enumerate(("key", "value")):
-            feed[f"past_key_values.{i}.{kv}"] = (
-                np.zeros((1, nkv, 0, hd), np.float32) if pasts is None else pasts[2 * i + j])
-    names = [o.name for o in sess.get_outputs()]
-    outs = dict(zip(names, sess.run(None, feed)))
-    presents = [outs[f"present.{i}.{kv}"] for i in range(L) for kv in ("key", "value")]
-    return outs["logits"][0], outs["hidden_states"][0], presents
-
-
-def run_kv(sess, dec, ids, split):
-    """Prefill ids[:split], then feed the rest one token at a time through the KV cache."""
-    lg, hs, pres = run(sess, dec, ids[:split])
-    L, H = [lg], [hs]
-    for t in ids[split:]:
-        lg, hs, pres = run(sess, dec, [t], pres)
-        L.append(lg)
-        H.append(hs)
-    return np.concatenate(L), np.concatenate(H)
-
-
-def log_softmax(x):
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def metrics(ref_logits, ref_hidden, logits, hidden):
-    lp, lq = log_softmax(ref_logits), log_softmax(np.asarray(logits, np.float64))
-    kl = (np.exp(lp) * (lp - lq)).sum(-1)
-    return {
-        "mean_kl": float(kl.mean()),
-        "max_kl": float(kl.max()),
-        "top1": float((ref_logits.argmax(-1) == np.asarray(logits).argmax(-1)).mean()),
-        "hidden_rel": float(np.linalg.norm(hidden - ref_hidden) / np.linalg.norm(ref_hidden)),
-    }
-
-
 def signature(folder):
     m = onnx.load(os.path.join(folder, "model.onnx"), load_external_data=False)
 
@@ -135,9 +83,9 @@ def tiny_ws():
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, tiny_ws):
-    """Tiny model at the converter's default settings (what models/tiny holds)."""
+    """Tiny model as models/make_tiny.py builds it (the exact profile; what models/tiny holds)."""
     d = tmp_path_factory.mktemp("tiny") / "tiny"
-    convert.write_folder(tiny_ws, str(d))
+    convert.write_folder(tiny_ws, str(d), profile=make_tiny.TINY_PROFILE)
     return str(d)
 
 
@@ -184,7 +132,7 @@ def test_tiny_matches_real_signature(tiny_dir):
 def test_tiny_other_accuracy_levels(tmp_path, tiny_ws, level, max_hidden_rel):
     """The non-default compute modes (see convert.py --accuracy-level) stay correct."""
     d = tmp_path / "tiny"
-    convert.write_folder(tiny_ws, str(d), accuracy_level=level)
+    convert.write_folder(tiny_ws, str(d), accuracy_level=level, profile="exact")
     rl, rh = reference.forward(reference.load_reference(tiny_ws), TINY_IDS)
     lg, hs, _ = run(session(str(d)), decoder_cfg(str(d)), TINY_IDS)
     m = metrics(rl, rh, lg, hs)
@@ -193,21 +141,45 @@ def test_tiny_other_accuracy_levels(tmp_path, tiny_ws, level, max_hidden_rel):
     assert m["top1"] >= 0.85 and m["mean_kl"] < 0.02
 
 
+def test_tiny_fast_profile(tmp_path, tiny_ws):
+    """The fast profile (convert.py's default) builds int8 compute everywhere but layer 0, records
+    its name, and stays close to the reference (llama.cpp-grade error: hidden state ~4e-2)."""
+    d = tmp_path / "tiny"
+    convert.write_folder(tiny_ws, str(d))
+    meta = json.load(open(d / "attune_model.json"))
+    assert meta["profile"] == convert.DEFAULT_PROFILE == "fast"
+    assert meta["accuracy_levels"] == convert.profile_levels("fast")
+    m = onnx.load(str(d / "model.onnx"), load_external_data=False)
+    acc = {n.name: a.i for n in m.graph.node if n.op_type == "MatMulNBits" for a in n.attribute
+           if a.name == "accuracy_level"}
+    layer0 = {k: v for k, v in acc.items() if k.startswith("blk.0.")}
+    assert layer0 and set(layer0.values()) == {1}, acc
+    assert {v for k, v in acc.items() if k not in layer0} == {4}, acc
+    rl, rh = reference.forward(reference.load_reference(tiny_ws), TINY_IDS)
+    lg, hs, _ = run(session(str(d)), decoder_cfg(str(d)), TINY_IDS)
+    mt = metrics(rl, rh, lg, hs)
+    print(f"\ntiny (fast profile) vs reference: {mt}")
+    assert mt["hidden_rel"] < 6e-2 and mt["top1"] >= 0.85 and mt["mean_kl"] < 0.02
+    # an override of a profile's levels is recorded as "custom"
+    convert.write_folder(tiny_ws, str(d), levels={"down": 1})
+    assert json.load(open(d / "attune_model.json"))["profile"] == "custom"
+
+
 def test_tiny_default_matches_reference(tiny_ws, tiny_dir):
     dec = decoder_cfg(tiny_dir)
     sess = session(tiny_dir)
     rl, rh = reference.forward(reference.load_reference(tiny_ws), TINY_IDS)
     lg, hs, _ = run(sess, dec, TINY_IDS)
     m = metrics(rl, rh, lg, hs)
-    print(f"\ntiny (default settings) vs reference: {m}")
+    print(f"\ntiny (exact profile) vs reference: {m}")
     # logits of the random tiny model are far from flat, so this is a meaningful comparison
     assert rl.std() > 1.0 and len(set(rl.argmax(-1).tolist())) > len(TINY_IDS) // 2
-    # default: fp32 compute in the 4-bit projections (exact mapping), int8 compute in the LM head
+    # exact profile: fp32 compute in the 4-bit projections (exact mapping), int8 compute in the LM head
     assert m["hidden_rel"] < 1e-5 and m["top1"] >= 0.95 and m["mean_kl"] < 0.005
     # the KV-cache path (prefill half, then one token at a time) gives the same numbers
     lk, hk = run_kv(sess, dec, TINY_IDS, len(TINY_IDS) // 2)
     mk = metrics(rl, rh, lk, hk)
-    print(f"tiny (default settings), KV-cache path vs reference: {mk}")
+    print(f"tiny (exact profile), KV-cache path vs reference: {mk}")
     assert mk["hidden_rel"] < 1e-5 and mk["top1"] >= 0.95 and mk["mean_kl"] < 0.005
     assert np.linalg.norm(hk - hs) / np.linalg.norm(hs) < 1e-5
     assert np.abs(lk - lg).max() < 1e-2 * np.abs(lg).max()
@@ -276,7 +248,7 @@ def test_tiny_logits_to_keep(tiny_dir):
 
 def test_tiny_deterministic(tmp_path, tiny_ws, tiny_dir):
     d2 = tmp_path / "again"
-    convert.write_folder(make_tiny.tiny_weight_set(), str(d2))
+    convert.write_folder(make_tiny.tiny_weight_set(), str(d2), profile=make_tiny.TINY_PROFILE)
     for f in ("model.onnx", "model.onnx.data", "genai_config.json"):
         assert filecmp.cmp(os.path.join(tiny_dir, f), d2 / f, shallow=False), f
 
@@ -442,19 +414,19 @@ def test_prepared_tokenizer_files(gguf_tok):
 
 
 # ---------------------------------------------------------------------------------------------
-# real model vs the float64 reference
+# real model, exact profile, vs the float64 reference
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real_case():
     need_gguf()
-    need_real()
+    need_exact()
     import jinja2
     from tokenizers import Tokenizer
 
-    with open(os.path.join(REAL_DIR, "tokenizer_config.json"), encoding="utf-8") as f:
+    with open(os.path.join(EXACT_DIR, "tokenizer_config.json"), encoding="utf-8") as f:
         tmpl = json.load(f)["chat_template"]
     text = jinja2.Environment().from_string(tmpl).render(messages=CHAT, add_generation_prompt=False)
-    ids = Tokenizer.from_file(os.path.join(REAL_DIR, "tokenizer.json")).encode(text).ids
+    ids = Tokenizer.from_file(os.path.join(EXACT_DIR, "tokenizer.json")).encode(text).ids
     assert len(ids) >= 64
     rl, rh = reference.forward(reference.load_reference_gguf(GGUF), ids)
     return ids, rl, rh
@@ -468,11 +440,11 @@ def report(capsys, text):
 
 def test_real_model_full_sequence(real_case, capsys):
     ids, rl, rh = real_case
-    dec = decoder_cfg(REAL_DIR)
-    lg, hs, pres = run(session(REAL_DIR), dec, ids)
+    dec = decoder_cfg(EXACT_DIR)
+    lg, hs, pres = run(session(EXACT_DIR), dec, ids)
     assert pres[0].shape == (1, 3, len(ids), 64)
     m = metrics(rl, rh, lg, hs)
-    report(capsys, f"real model, {len(ids)} tokens teacher-forced, full pass vs float64 reference: "
+    report(capsys, f"real model (exact profile), {len(ids)} tokens teacher-forced, full pass vs float64 reference: "
                    f"mean KL {m['mean_kl']:.2e} nat (max {m['max_kl']:.2e}), top-1 {m['top1']:.4f}, "
                    f"hidden rel err {m['hidden_rel']:.2e}")
     assert m["mean_kl"] <= MAX_MEAN_KL
@@ -482,28 +454,32 @@ def test_real_model_full_sequence(real_case, capsys):
 
 def test_real_model_kv_cache(real_case, capsys):
     ids, rl, rh = real_case
-    dec = decoder_cfg(REAL_DIR)
-    sess = session(REAL_DIR)
+    dec = decoder_cfg(EXACT_DIR)
+    sess = session(EXACT_DIR)
     lk, hk = run_kv(sess, dec, ids, len(ids) // 2)
     m = metrics(rl, rh, lk, hk)
     lf, hf, _ = run(sess, dec, ids)
     d = float(np.linalg.norm(hk - hf) / np.linalg.norm(hf))
-    report(capsys, f"real model, prefill {len(ids) // 2} + {len(ids) - len(ids) // 2} single steps vs "
+    report(capsys, f"real model (exact profile), prefill {len(ids) // 2} + {len(ids) - len(ids) // 2} single steps vs "
                    f"reference: mean KL {m['mean_kl']:.2e}, top-1 {m['top1']:.4f}, hidden rel err "
                    f"{m['hidden_rel']:.2e}; vs full pass: hidden rel diff {d:.2e}")
     assert m["mean_kl"] <= MAX_MEAN_KL
     assert m["top1"] >= MIN_TOP1
     assert m["hidden_rel"] <= MAX_HIDDEN_REL
-    assert d < 1e-3
+    assert d < 1e-5
 
 
-def test_real_conversion_deterministic(tmp_path):
+@pytest.mark.parametrize("folder,profile", [(FAST_DIR, "fast"), (REAL_DIR, "exact")])
+def test_real_conversion_deterministic(tmp_path, folder, profile):
+    """The prepared folders are what `convert.py --profile P` makes now, byte for byte, and record
+    their profile (the default folder is the exact one)."""
     need_gguf()
-    need_real()
-    meta = json.load(open(os.path.join(REAL_DIR, "attune_model.json")))
+    if not os.path.exists(os.path.join(folder, "model.onnx")):
+        pytest.skip(f"{folder} not built (run: bash models/prepare.sh)")
+    meta = json.load(open(os.path.join(folder, "attune_model.json")))
+    assert meta["profile"] == profile
+    assert meta["accuracy_levels"] == convert.profile_levels(profile)
     out = tmp_path / "real"
-    convert.write_folder(convert.load_gguf(GGUF), str(out), zp_mode=meta["zp_mode"],
-                         levels=meta["accuracy_levels"],
-                         extra_meta={k: v for k, v in meta.items() if k == "source"})
-    for f in sorted(os.listdir(REAL_DIR)):
-        assert filecmp.cmp(os.path.join(REAL_DIR, f), out / f, shallow=False), f
+    convert.main([GGUF, str(out), "--profile", profile])
+    for f in sorted(os.listdir(folder)):
+        assert filecmp.cmp(os.path.join(folder, f), out / f, shallow=False), f

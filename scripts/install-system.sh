@@ -5,7 +5,8 @@
 #   demo: building and running the CLI: a C toolchain (gcc, libc headers), make, Python's venv, and
 #         fontconfig with pkg-config (the demo's reward plot draws its text with system fonts, and the
 #         plotting crates find fontconfig and FreeType through pkg-config when they build).
-#   test: the above plus g++ and valgrind for the C tests, a JDK (default-jdk-headless: javac, jar)
+#   test: the above plus g++ (the C tests, and the source build of llama-cpp-python, whose cmake pip
+#         fetches) and valgrind for the C tests, a JDK (default-jdk-headless: javac, jar)
 #         and JUnit 5's console launcher (junit5) for the Java binding's tests, and Vulkan: the
 #         loader (libvulkan1) and Mesa's software driver (lavapipe, mesa-vulkan-drivers) from
 #         bookworm-backports, because the WebGPU execution provider refuses Debian 12's own Mesa 22.3.
@@ -84,7 +85,7 @@ find_missing() {
   fi
   [ "$variant" = test ] || return 0
   if ! command -v g++ >/dev/null 2>&1; then
-    main_pkgs+=(g++); reasons+=("g++: no C++ compiler (the header is also checked as C++)")
+    main_pkgs+=(g++); reasons+=("g++: no C++ compiler (the header is also checked as C++, and llama-cpp-python builds with it)")
   fi
   if ! command -v valgrind >/dev/null 2>&1; then
     main_pkgs+=(valgrind); reasons+=("valgrind: no valgrind (one C test runs under it)")

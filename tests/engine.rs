@@ -254,3 +254,31 @@ fn ort_library_errors_name_the_paths_tried() {
     let all = attune::engine::ortlib::candidate_paths(None);
     assert!(all.iter().any(|(p, _)| p.ends_with(".ort/libonnxruntime.so")));
 }
+
+#[test]
+fn model_folder_reports_its_converter_profile() {
+    let tiny = common::tiny_dir();
+    // models/make_tiny.py builds the tiny folder with the exact profile; the runtime reports it.
+    let engine = Engine::load(&common::cpu_config(tiny.clone())).unwrap();
+    assert_eq!(engine.info().profile.as_deref(), Some("exact"));
+    let rt = attune::runtime::Runtime::new(attune::runtime::RuntimeConfig { engine: common::cpu_config(tiny.clone()), ..Default::default() }).unwrap();
+    assert_eq!(rt.stats().model_profile.as_deref(), Some("exact"));
+    let json = serde_json::to_value(rt.stats()).unwrap();
+    assert_eq!(json["model_profile"], "exact");
+    // The recorded value is read, not assumed.
+    let d = tmpdir("profile-fast");
+    copy_dir(&tiny, &d);
+    let meta = std::fs::read_to_string(d.join("attune_model.json")).unwrap();
+    assert!(meta.contains("\"profile\": \"exact\""), "{meta}");
+    std::fs::write(d.join("attune_model.json"), meta.replace("\"profile\": \"exact\"", "\"profile\": \"fast\"")).unwrap();
+    assert_eq!(Engine::load(&common::cpu_config(d.clone())).unwrap().info().profile.as_deref(), Some("fast"));
+    // A folder without the file (e.g. from onnxruntime-genai's builder) loads, with no profile.
+    std::fs::remove_file(d.join("attune_model.json")).unwrap();
+    let info = Engine::load(&common::cpu_config(d.clone())).unwrap().info().clone();
+    assert_eq!((info.profile.as_deref(), info.profile_name()), (None, "unrecorded"));
+    // A corrupt one is refused by name.
+    std::fs::write(d.join("attune_model.json"), "{\"profile\": 4").unwrap();
+    let e = Engine::load(&common::cpu_config(d.clone())).unwrap_err();
+    assert!(e.to_string().contains("attune_model.json"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+}

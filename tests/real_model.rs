@@ -17,6 +17,15 @@ fn greedy_answer_names_paris() {
 }
 
 #[test]
+fn default_folder_is_the_exact_profile() {
+    // models/prepare.py builds the default folder with the converter's exact profile (the fast one,
+    // models/smollm2-135m-instruct-fast, misses "Paris" in greedy_answer_names_paris).
+    let Some(dir) = common::real_dir() else { return };
+    let model = common::load(dir);
+    assert_eq!(model.engine().info().profile.as_deref(), Some("exact"));
+}
+
+#[test]
 fn chat_template_renders_chatml_with_default_system_prompt() {
     let Some(dir) = common::real_dir() else { return };
     let tok = attune::tokenizer::Tokenizer::from_dir(&dir).unwrap();

@@ -113,6 +113,7 @@ fn call(a: &BenchArgs) -> Result<()> {
     println!("turn 10 / turn 1 time to first token: {:.2} with the cache kept, {:.2} without", last / first, median(off[n - 1].clone()) / median(off[0].clone()));
     let res = serde_json::json!({
         "model": a.model,
+        "profile": rt.model().engine().info().profile,
         "threads": a.threads,
         "runs": a.runs,
         "kv_bytes_per_session": rt.model().engine().kv_bytes_per_sequence(),
@@ -276,6 +277,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let cfg = EngineConfig { model_dir: a.model.clone(), execution_providers: a.ep.iter().map(|n| n.as_str().into()).collect(), threads: a.threads, max_context: a.max_context, ..EngineConfig::default() };
     let model = Model::load(&cfg)?;
     let load_s = t0.elapsed().as_secs_f64();
+    eprintln!("attune bench: {} (profile {})", a.model.display(), model.engine().info().profile_name());
     let prompt = prompt_of(&model, a.prompt_tokens)?;
     let short = prompt_of(&model, 16)?;
     if let Some(p) = &a.dump_prompt {
@@ -311,6 +313,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let adapter = if a.adapter_rank > 0 { Some(adapter_decode(&model, &short, &opts, a.adapter_rank, a.runs)?) } else { None };
     let res = serde_json::json!({
         "model": a.model,
+        "profile": model.engine().info().profile,
         "providers": model.engine().active_providers().iter().map(|p| p.name()).collect::<Vec<_>>(),
         "threads": a.threads,
         "kv_capacity": model.engine().capacity(),

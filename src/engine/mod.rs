@@ -103,8 +103,9 @@ impl Engine {
             .find(|i| i == model::LOGITS_TO_KEEP);
         let capacity = if cfg.max_context == 0 { info.context_length.min(2048) } else { cfg.max_context.min(info.context_length) };
         log::info!(
-            "model {} loaded: {} layers, vocab {}, hidden {}, KV capacity {capacity}, providers {:?}",
+            "model {} loaded: profile {}, {} layers, vocab {}, hidden {}, KV capacity {capacity}, providers {:?}",
             info.dir.display(),
+            info.profile_name(),
             info.num_layers,
             info.vocab_size,
             info.hidden_size,

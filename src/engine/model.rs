@@ -1,5 +1,7 @@
 //! The model folder: `genai_config.json`, `model.onnx`, `tokenizer.json`, `tokenizer_config.json`,
 //! laid out as onnxruntime-genai expects, and checks that the graph has the signature Attune needs.
+//! A folder made by `models/convert.py` also holds `attune_model.json`, whose `profile` (`fast` or
+//! `exact`, or `custom`) says how its 4-bit projections compute.
 
 use std::path::{Path, PathBuf};
 
@@ -72,6 +74,16 @@ struct GenaiOutputs {
     present_value_names: String,
 }
 
+/// What Attune reads from `attune_model.json` (written by `models/convert.py`; optional).
+#[derive(Debug, Clone, Deserialize)]
+struct ConverterMeta {
+    #[serde(default)]
+    profile: Option<String>,
+}
+
+/// The name of the converter's metadata file in a model folder.
+pub const CONVERTER_META: &str = "attune_model.json";
+
 #[derive(Debug, Clone, Deserialize)]
 struct GenaiSearch {
     #[serde(default)]
@@ -105,6 +117,10 @@ pub struct ModelInfo {
     pub bos_token_id: Option<u32>,
     /// Padding token, if any.
     pub pad_token_id: Option<u32>,
+    /// The converter profile recorded in `attune_model.json` (`fast`: int8 activations at
+    /// llama.cpp's accuracy; `exact`: fp32 compute in the 4-bit projections; `custom`: other
+    /// accuracy levels), or `None` for a folder without one (e.g. from onnxruntime-genai's builder).
+    pub profile: Option<String>,
     /// Graph input names.
     pub names: IoNames,
 }
@@ -166,6 +182,7 @@ impl ModelInfo {
             .and_then(|s| s.max_length)
             .map_or(m.context_length, |ml| ml.min(m.context_length).max(1));
         let _ = d.num_attention_heads;
+        let profile = read_profile(dir)?;
         Ok(ModelInfo {
             dir: dir.to_path_buf(),
             onnx_path,
@@ -179,6 +196,7 @@ impl ModelInfo {
             eos_token_ids,
             bos_token_id: m.bos_token_id,
             pad_token_id: m.pad_token_id,
+            profile,
             names: IoNames {
                 input_ids: d.inputs.input_ids,
                 attention_mask: d.inputs.attention_mask,
@@ -192,6 +210,11 @@ impl ModelInfo {
                 present_value: fmt_names(&d.outputs.present_value_names),
             },
         })
+    }
+
+    /// The profile for display: the recorded one, or `unrecorded`.
+    pub fn profile_name(&self) -> &str {
+        self.profile.as_deref().unwrap_or("unrecorded")
     }
 
     /// Checks the graph's inputs and outputs against the names above; `inputs`/`outputs` are the names
@@ -234,4 +257,18 @@ impl ModelInfo {
         }
         Ok(())
     }
+}
+
+/// The `profile` of the folder's `attune_model.json`: `None` when the file or the key is absent, an
+/// error when the file is there but is not a JSON object of that shape.
+fn read_profile(dir: &Path) -> Result<Option<String>> {
+    let path = dir.join(CONVERTER_META);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::model(dir, format!("cannot read {CONVERTER_META}: {e}"))),
+    };
+    let meta: ConverterMeta = serde_json::from_str(&text)
+        .map_err(|e| Error::model(dir, format!("{CONVERTER_META} is not valid converter metadata: {e}")))?;
+    Ok(meta.profile)
 }

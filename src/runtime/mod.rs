@@ -147,6 +147,9 @@ pub struct RuntimeStats {
     pub kv_cache_in_place: bool,
     /// Where sessions run the adapter's math, as configured (`compute`).
     pub adapter_compute: crate::adapter::gpu::ComputeConfig,
+    /// The model folder's converter profile (`fast`, `exact`, `custom`; `null` when the folder
+    /// records none), from its `attune_model.json`.
+    pub model_profile: Option<String>,
 }
 
 /// Built-in probe prompts: everyday requests, distinct from any training prompt set.
@@ -235,6 +238,7 @@ impl Runtime {
             context_tokens: engine.capacity(),
             kv_cache_in_place: engine.kv_in_place(),
             adapter_compute: self.config.compute,
+            model_profile: engine.info().profile.clone(),
         }
     }
 
