@@ -72,7 +72,7 @@ fn main() {
                 let base = stats(&head, &recs, 0.7);
                 let mut g = rng(3);
                 let weights: Vec<f64> = (0..n).map(|_| f64::from(gpu_support::normal(&mut g))).collect();
-                let ep = GradEpisode { tokens: &recs, base: &base, weights: &weights, beta: 0.05, value_targets: None };
+                let ep = GradEpisode { tokens: &recs, base: &base, weights: &weights, beta: 0.05, logit_weights: None, value_targets: None };
                 let cpu = run(&mut CpuMath::new(), &head, &ep, updates).map(|mut t| median_ms(&mut t));
                 let wg = match gpu.as_mut() {
                     Some(m) => run(m, &head, &ep, updates).map(|mut t| median_ms(&mut t)),

@@ -81,13 +81,15 @@ fn delta_logits_match_for_every_size() {
     assert_parity("single add_delta", &wide(&a), &wide(&b), REL);
 }
 
-/// A batch of two episodes (different beta and weights, value targets on one) over `n` tokens.
+/// A batch of two episodes (different beta and weights, value targets on one, logit weights as
+/// soft Q-learning sets them on the other) over `n` tokens.
 struct Case {
     head: LoraHead,
     recs: Vec<attune::generate::TokenRecord>,
     base: Vec<attune::adapter::BaseStats>,
     weights: Vec<f64>,
     targets: Vec<f64>,
+    logits: Vec<f64>,
 }
 
 impl Case {
@@ -99,15 +101,16 @@ impl Case {
         let mut g = rng(seed + 3);
         let weights = (0..n).map(|_| f64::from(gpu_support::normal(&mut g))).collect();
         let targets = (0..n).map(|_| f64::from(gpu_support::normal(&mut g))).collect();
-        Case { head, recs, base, weights, targets }
+        let logits = (0..n).map(|_| f64::from(gpu_support::normal(&mut g))).collect();
+        Case { head, recs, base, weights, targets, logits }
     }
 
     fn batch(&self) -> Vec<GradEpisode<'_>> {
         let k = self.recs.len().div_ceil(2);
         let n = self.recs.len();
-        let mut out = vec![GradEpisode { tokens: &self.recs[..k], base: &self.base[..k], weights: &self.weights[..k], beta: 0.05, value_targets: Some(&self.targets[..k]) }];
+        let mut out = vec![GradEpisode { tokens: &self.recs[..k], base: &self.base[..k], weights: &self.weights[..k], beta: 0.05, logit_weights: None, value_targets: Some(&self.targets[..k]) }];
         if k < n {
-            out.push(GradEpisode { tokens: &self.recs[k..], base: &self.base[k..], weights: &self.weights[k..], beta: 0.3, value_targets: None });
+            out.push(GradEpisode { tokens: &self.recs[k..], base: &self.base[k..], weights: &self.weights[k..], beta: 0.3, logit_weights: Some(&self.logits[k..]), value_targets: None });
         }
         out
     }

@@ -188,3 +188,35 @@ fn real_model_rule_reward_learning_stays_within_budget() {
         assert!(probe.kl <= learner.kl_budget, "{alg:?}: probe KL {}", probe.kl);
     }
 }
+
+#[test]
+#[ignore = "not met yet: soft-Q plateaued near 4x and ended at 2.0x in 500 episodes (soft_q_tau 0.5) against the 5x asserted; run with --ignored"]
+fn tiny_model_soft_q_raises_the_rule_rewarded_token_within_budget() {
+    // As the REINFORCE test above, under soft Q-learning: compact episodes are rebuilt by the model
+    // when they are replayed, and the target adapter lags the adapter by up to 4 updates.
+    let learner = LearnerConfig {
+        algorithm: Algorithm::SoftQ,
+        lr: 3e-3,
+        max_nll_drift: 0.5,
+        max_entropy_drop: 0.9,
+        max_same_sign_run: 0,
+        max_updates_per_minute: 0,
+        ..LearnerConfig::default()
+    };
+    let rt = runtime(common::tiny_dir(), learner.clone());
+    let prompt = Prompt::Text("Tell me".into());
+    let tok = moderate_token(&rt, &prompt, 0.1);
+    let (before, after, used, mut s) = train_until(&rt, &prompt, tok, 5.0, 25, 20, 1);
+    let probe = s.learner_mut().probe_stats().unwrap();
+    eprintln!("tiny soft-Q: p(target) {before:.3e} -> {after:.3e} ({:.1}x) in {used} episodes; probe {:?}; counters {:?}", after / before, probe, s.learner().counters());
+    assert!(after >= 5.0 * before, "p(target) {before} -> {after} after {used} episodes");
+    let kl = probe.map(|p| p.kl).unwrap_or(0.0);
+    assert!(kl <= learner.kl_budget, "probe KL {kl} over the budget");
+    // One more rewarded reply: its update replays past episodes, rebuilt from their compact form.
+    let opts = GenerateOptions { sampling: SamplingConfig { temperature: 1.0, seed: 7, ..SamplingConfig::default() }, max_new_tokens: 1, ..GenerateOptions::default() };
+    let reply = s.generate(&prompt, &opts, &mut |_| true).unwrap();
+    let FeedbackOutcome::Updated(rep) = s.feedback(reply.episode_id, &Reward::scalar(1.0)).unwrap() else { panic!("no update") };
+    assert_eq!(rep.replayed_episodes, learner.soft_q_replay_batch, "{rep:?}");
+    assert!(rep.rebuilt_episodes >= rep.replayed_episodes, "learned episodes are held compact: {rep:?}");
+    assert!(rep.target_age.is_some_and(|a| a < learner.soft_q_target_period));
+}

@@ -105,7 +105,7 @@ fn fd_case(c: &Case, weights: &[f64], beta: f64, targets: Option<&[f64]>, what: 
         let what = format!("{what} ({strategy:?})");
         let mut math = CpuMath::with_strategy(strategy);
         let mut grad = HeadGrad::new(c.head.rank(), c.head.hidden_size());
-        let ep = GradEpisode { tokens: &c.recs, base: &c.base, weights, beta, value_targets: targets };
+        let ep = GradEpisode { tokens: &c.recs, base: &c.base, weights, beta, logit_weights: None, value_targets: targets };
         let st = math.gradient(&c.head, &[ep], &mut grad).unwrap();
         let p0 = DenseParams::from_head(&c.head);
         let tau = f64::from(c.tau);
@@ -160,7 +160,7 @@ fn all_terms_together_with_every_row() {
     fd_case(&c, &w, 0.3, Some(&targets), "combined");
     let mut math = CpuMath::new();
     let mut grad = HeadGrad::new(3, 6);
-    let ep = GradEpisode { tokens: &c.recs, base: &c.base, weights: &w, beta: 0.3, value_targets: None };
+    let ep = GradEpisode { tokens: &c.recs, base: &c.base, weights: &w, beta: 0.3, logit_weights: None, value_targets: None };
     math.gradient(&c.head, &[ep], &mut grad).unwrap();
     assert_eq!(grad.rows.len(), 40, "with top_k >= V the whole (untruncated) vocabulary carries mass");
 }
@@ -174,7 +174,7 @@ fn zero_adapter_gradient_still_reaches_b_and_only_mass_rows() {
     let w = vec![1.0, -1.0, 0.5, 2.0];
     for strategy in BOTH {
     let mut grad = HeadGrad::new(2, 5);
-    let ep = GradEpisode { tokens: &recs, base: &base, weights: &w, beta: 0.1, value_targets: None };
+    let ep = GradEpisode { tokens: &recs, base: &base, weights: &w, beta: 0.1, logit_weights: None, value_targets: None };
     CpuMath::with_strategy(strategy).gradient(&head, &[ep], &mut grad).unwrap();
     // With B = 0, dA = 0 exactly, KL = 0, and only top-3 + sampled rows of each token move.
     assert!(grad.a.iter().all(|&x| x == 0.0));
@@ -193,8 +193,8 @@ fn batches_of_episodes_add_up() {
     let recs2 = records(&c1.lm, &c1.head, 3, 1.0, 11);
     let base2 = stats(&c1.head, &recs2, 1.0);
     let (w1, w2) = (vec![0.4; c1.recs.len()], vec![-0.7; recs2.len()]);
-    let e1 = GradEpisode { tokens: &c1.recs, base: &c1.base, weights: &w1, beta: 0.2, value_targets: None };
-    let e2 = GradEpisode { tokens: &recs2, base: &base2, weights: &w2, beta: 0.05, value_targets: None };
+    let e1 = GradEpisode { tokens: &c1.recs, base: &c1.base, weights: &w1, beta: 0.2, logit_weights: None, value_targets: None };
+    let e2 = GradEpisode { tokens: &recs2, base: &base2, weights: &w2, beta: 0.05, logit_weights: None, value_targets: None };
     for strategy in BOTH {
         let mut grad = HeadGrad::new(3, 6);
         CpuMath::with_strategy(strategy).gradient(&c1.head, &[e1, e2], &mut grad).unwrap();
@@ -359,5 +359,62 @@ mod prop {
                 }
             }
         }
+    }
+}
+
+/// Soft Q-learning's Bellman loss `1/2 sum_t (Q_t - y_t)^2 + beta sum_t KL_t` (targets `y_t` from
+/// a different, stale adapter, held fixed as a target network's are) through the logit weights
+/// `k_t = -(tau / T) (Q_t - y_t)`: the gradient matches finite differences of the dense reference
+/// on random small shapes, on both CPU paths.
+#[test]
+fn soft_q_loss_matches_finite_differences() {
+    let mut shapes = rng(20);
+    for case_no in 0..4u64 {
+        let (vocab, d, rank) = (shapes.random_range(12..60usize), shapes.random_range(3..9usize), shapes.random_range(1..5usize));
+        let top_k = if case_no == 3 { vocab } else { shapes.random_range(2..8usize) };
+        let (t, tau, beta, gamma) = ([0.7f32, 1.0, 1.3, 0.9][case_no as usize], [0.5, 1.0, 0.8, 2.0][case_no as usize], [0.0, 0.3, 0.1, 0.05][case_no as usize], 0.9);
+        let lm = TinyLm::new(vocab, d, 4.0, 30 + case_no);
+        let active: Vec<usize> = (0..vocab).filter(|_| shapes.random_bool(0.3)).collect();
+        let head = random_head(&lm, rank, top_k, &active, 40 + case_no);
+        let stale: Vec<usize> = (0..vocab).filter(|_| shapes.random_bool(0.2)).collect();
+        let target = random_head(&lm, rank, top_k, &stale, 50 + case_no);
+        let n = shapes.random_range(1..7usize);
+        let recs = records(&lm, &head, n, t, 60 + case_no);
+        let base = stats(&head, &recs, t);
+        let (p0, pt, t64) = (DenseParams::from_head(&head), DenseParams::from_head(&target), f64::from(t));
+        let values: Vec<f64> = recs.iter().map(|rec| reference::soft_value(&pt, rec, t64, tau)).collect();
+        let y = attune::learn::advantage::soft_q_targets(&attune::learn::advantage::terminal_rewards(0.8, n), &values, gamma);
+        let k: Vec<f64> = recs.iter().zip(&y).map(|(rec, &y)| -(tau / t64) * (reference::soft_q(&p0, rec, t64, tau) - y)).collect();
+        let zeros = vec![0.0; n];
+        for strategy in BOTH {
+            let what = format!("soft-Q case {case_no} (V {vocab}, d {d}, r {rank}, {n} tokens, {strategy:?})");
+            let mut grad = HeadGrad::new(rank, d);
+            let ep = GradEpisode { tokens: &recs, base: &base, weights: &zeros, beta, logit_weights: Some(&k), value_targets: None };
+            let st = CpuMath::with_strategy(strategy).gradient(&head, &[ep], &mut grad).unwrap();
+            let kl: f64 = recs.iter().map(|rec| {
+                let (p, q) = reference::policies(&p0, rec, t64);
+                reference::kl(&p, &q)
+            }).sum();
+            let (rtol, atol) = tol(strategy);
+            assert_close(&format!("{what}: KL"), st.kl_sum, kl, rtol.max(1e-4), atol);
+            assert!(grad.rows.iter().all(|&v| (v as usize) < vocab));
+            let loss = |p: &DenseParams| reference::soft_q_loss(p, &recs, t64, tau, &y, beta);
+            check_fd(&head, &grad, &loss, &what, tol(strategy));
+        }
+    }
+}
+
+/// The soft value is the adapted policy's log-normaliser: `V_soft = tau (log q[a] + delta[a] / T -
+/// log p[a])` at any token, the identity the learner uses to read `V` off an evaluation pass.
+#[test]
+fn soft_value_is_read_off_the_sampled_token() {
+    let c = case(21, 5, 0.7);
+    let p0 = DenseParams::from_head(&c.head);
+    let mut evals = Vec::new();
+    CpuMath::new().evaluate(&c.head, &c.recs, &c.base, &mut evals).unwrap();
+    for (rec, e) in c.recs.iter().zip(&evals) {
+        let delta = p0.delta(&rec.hidden)[rec.token as usize];
+        let got = 0.5 * (e.base_logp + delta / 0.7 - e.logp);
+        assert_close("V_soft", got, reference::soft_value(&p0, rec, 0.7, 0.5), 1e-4, 1e-7);
     }
 }

@@ -28,7 +28,7 @@ pub struct DemoArgs {
     /// Output folder for the log, the reward curve and the replies.
     #[arg(long, default_value = "target/demo")]
     pub out: PathBuf,
-    /// Learning algorithm(s), comma separated: reinforce, a2c, ppo, trpo.
+    /// Learning algorithm(s), comma separated: reinforce, a2c, ppo, trpo, soft_q.
     #[arg(long, default_value = "reinforce,a2c", value_delimiter = ',')]
     pub algorithms: Vec<String>,
     /// Rated episodes per algorithm.

@@ -141,12 +141,7 @@ impl AdapterMath for CpuMath {
         let (r, d, vocab) = (head.rank(), head.hidden_size(), head.vocab_size());
         for ep in batch {
             check_lengths(ep.tokens, ep.base)?;
-            if ep.weights.len() != ep.tokens.len() || ep.value_targets.is_some_and(|g| g.len() != ep.tokens.len()) {
-                return Err(Error::Learning("weights or value targets do not match the tokens".into()));
-            }
-            if !ep.beta.is_finite() || ep.weights.iter().any(|c| !c.is_finite()) || ep.value_targets.is_some_and(|g| g.iter().any(|x| !x.is_finite())) {
-                return Err(Error::Learning("non-finite weights, value targets or beta".into()));
-            }
+            ep.check_weights()?;
             for (rec, bs) in ep.tokens.iter().zip(ep.base) {
                 check_token(head, rec, bs)?;
             }

@@ -300,12 +300,12 @@ fn gradient_chunk(w: &mut Worker, head: &LoraHead, batch: &[GradEpisode<'_>], ch
         w.stats.tokens += 1;
         w.stats.policy_objective += c * logp_a;
         w.stats.kl_sum += kl;
-        // g = p (k0 - k1 delta), plus c / tau at the sampled token.
+        // g = p (k0 - k1 delta), plus c / tau and the logit weight k at the sampled token.
         let inv_s = (1.0 / sm.s) as f32;
         let k0 = (tau_inv * (-c + beta * (log_z + kl))) as f32;
         let k1 = (beta * tau_inv * tau_inv) as f32;
         delta.iter_mut().zip(&w.e).for_each(|(g, &e)| *g = e * inv_s * (k0 - k1 * *g));
-        delta[a] += (c * tau_inv) as f32;
+        delta[a] += (c * tau_inv + ep.logit_weights.map_or(0.0, |k| k[t])) as f32;
         mark_top_k(&w.e, top_k, &bs.top, &mut w.in_heap, &mut w.mark);
         w.mark[a] = true;
     }

@@ -5,14 +5,17 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use super::adam::{AdamParams, AdamState};
 use super::base::BaseStats;
 use super::head::LoraHead;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::generate::TokenRecord;
 
 /// One episode's share of a gradient: its tokens, their base statistics, and the weights the
 /// algorithm chose.
 ///
-/// The objective is `J = sum_t c_t log p_t[a_t] - beta sum_t KL_t` (the `c_t` held constant) and,
-/// when `value_targets` is given, the value loss `1/2 sum_t (V_t - G_t)^2`.
+/// The objective is `J = sum_t c_t log p_t[a_t] + sum_t k_t delta_t[a_t] - beta sum_t KL_t` (the
+/// `c_t` and `k_t` held constant; `delta_t[a_t]` is the adapter's change of the sampled token's logit)
+/// and, when `value_targets` is given, the value loss `1/2 sum_t (V_t - G_t)^2`. The `k_t` term is
+/// how a loss on the adapted logits themselves (soft Q-learning's Bellman residual) reaches the same
+/// backward pass: its gradient with respect to the logits is `k_t` on the sampled token alone.
 #[derive(Debug, Clone, Copy)]
 pub struct GradEpisode<'a> {
     /// The recorded tokens.
@@ -23,8 +26,25 @@ pub struct GradEpisode<'a> {
     pub weights: &'a [f64],
     /// The KL coefficient `beta`.
     pub beta: f64,
+    /// `k_t` for each token, or `None` for no logit term.
+    pub logit_weights: Option<&'a [f64]>,
     /// The value head's targets `G_t` for each token, or `None` to leave the value head alone.
     pub value_targets: Option<&'a [f64]>,
+}
+
+impl GradEpisode<'_> {
+    /// Checks that the weights, logit weights and value targets match the tokens and are finite.
+    pub fn check_weights(&self) -> Result<()> {
+        let n = self.tokens.len();
+        let (logit, value) = (self.logit_weights.unwrap_or(&[]), self.value_targets.unwrap_or(&[]));
+        if self.weights.len() != n || self.logit_weights.is_some_and(|k| k.len() != n) || self.value_targets.is_some_and(|g| g.len() != n) {
+            return Err(Error::Learning("weights, logit weights or value targets do not match the tokens".into()));
+        }
+        if !self.beta.is_finite() || self.weights.iter().chain(logit).chain(value).any(|x| !x.is_finite()) {
+            return Err(Error::Learning("non-finite weights, logit weights, value targets or beta".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The gradient of the loss `L = -J + 1/2 sum_t (V_t - G_t)^2` (so an optimiser descends it).

@@ -116,3 +116,30 @@ pub fn step_kl(old: &DenseParams, new: &DenseParams, tokens: &[TokenRecord], tau
         .sum();
     total / tokens.len().max(1) as f64
 }
+
+/// Soft Q-learning's `Q(s_t, a_t) = (tau / t) delta_t[a_t]` for a policy at temperature `t`.
+pub fn soft_q(params: &DenseParams, rec: &TokenRecord, t: f64, tau: f64) -> f64 {
+    tau / t * params.delta(&rec.hidden)[rec.token as usize]
+}
+
+/// `V_soft(s) = tau log sum_v q_v exp(Q(s, v) / tau)` over the whole kept set, `q` the base policy
+/// at temperature `t` (a dense log-sum-exp).
+pub fn soft_value(params: &DenseParams, rec: &TokenRecord, t: f64, tau: f64) -> f64 {
+    let (_, q) = policies(params, rec, t);
+    let delta = params.delta(&rec.hidden);
+    let y: Vec<f64> = q.iter().zip(&delta).filter(|(&qv, _)| qv > 0.0).map(|(&qv, &d)| qv.ln() + (tau / t) * d / tau).collect();
+    let m = y.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    tau * (m + y.iter().map(|x| (x - m).exp()).sum::<f64>().ln())
+}
+
+/// Soft Q-learning's loss against fixed targets: `1/2 sum_t (Q_t - y_t)^2 + beta sum_t KL_t`.
+pub fn soft_q_loss(params: &DenseParams, tokens: &[TokenRecord], t: f64, tau: f64, targets: &[f64], beta: f64) -> f64 {
+    tokens
+        .iter()
+        .zip(targets)
+        .map(|(rec, &y)| {
+            let (p, q) = policies(params, rec, t);
+            0.5 * (soft_q(params, rec, t, tau) - y).powi(2) + beta * kl(&p, &q)
+        })
+        .sum()
+}

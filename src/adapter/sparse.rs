@@ -173,6 +173,7 @@ impl SparseScratch {
         for (ei, ep) in batch.iter().enumerate() {
             for (t, (rec, bs)) in ep.tokens.iter().zip(ep.base).enumerate() {
                 let (c, beta) = (ep.weights[t], ep.beta);
+                let k = ep.logit_weights.map_or(0.0, |k| k[t]);
                 let tau_inv = 1.0 / f64::from(bs.tau);
                 project(head, &rec.hidden, &mut u);
                 self.us.extend_from_slice(&u);
@@ -189,7 +190,7 @@ impl SparseScratch {
                         c * tau_inv * (onehot - cand.p) - beta * tau_inv * cand.p * (cand.delta * tau_inv - lz - kl)
                     } else {
                         c * tau_inv * onehot
-                    };
+                    } + k * onehot;
                     if cand.active {
                         for (wj, &b) in w.iter_mut().zip(head.b().row(cand.v as usize)) {
                             *wj += cand.g * f64::from(b);

@@ -37,6 +37,14 @@ pub fn returns(rewards: &[f64], gamma: f64) -> Vec<f64> {
     g
 }
 
+/// Soft Q-learning's regression targets: `y_t = r_t + gamma V_{t+1}` for every token but the last,
+/// whose target is its reward alone (the reply ends there). `values[t]` is the target network's soft
+/// value `V_soft(s_t)` of the state the token `t` was sampled in.
+pub fn soft_q_targets(rewards: &[f64], values: &[f64], gamma: f64) -> Vec<f64> {
+    let n = rewards.len().min(values.len());
+    (0..n).map(|t| rewards[t] + if t + 1 < n { gamma * values[t + 1] } else { 0.0 }).collect()
+}
+
 /// Generalised advantage estimation: `delta_t = r_t + gamma V_{t+1} - V_t` (with `V` after the last
 /// token 0) and `A_t = sum_l (gamma lambda)^l delta_{t+l}`.
 pub fn gae(rewards: &[f64], values: &[f64], gamma: f64, lambda: f64) -> Vec<f64> {
@@ -132,6 +140,16 @@ mod tests {
         // Advantages R - b of a group sum to zero times k/(k-1) of the centred rewards.
         assert!((reinforce_weight(1.0, 0.0, 0.5, 2.0, 4) - 0.5).abs() < 1e-12);
         assert!((reinforce_weight(-3.0, 0.0, 1.0, 2.0, 1) + 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn soft_q_targets_match_a_hand_computation() {
+        // Three tokens, R = 1 at the end, target values V(s_t) = (0.5, 0.2, 0.6), gamma 0.9:
+        // y = (0 + 0.9 * 0.2, 0 + 0.9 * 0.6, 1) = (0.18, 0.54, 1); V(s_0) is never a target.
+        let r = terminal_rewards(1.0, 3);
+        close(&soft_q_targets(&r, &[0.5, 0.2, 0.6], 0.9), &[0.18, 0.54, 1.0]);
+        close(&soft_q_targets(&r, &[0.5, 0.2, 0.6], 0.0), &[0.0, 0.0, 1.0]);
+        close(&soft_q_targets(&[-2.0], &[7.0], 1.0), &[-2.0]);
     }
 
     #[test]

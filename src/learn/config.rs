@@ -22,6 +22,10 @@ pub enum Algorithm {
     /// REINFORCE advantages with a trust region: the step is shrunk until the exact KL between the
     /// old and new policies on the episode's tokens is small enough, or rejected.
     Trpo,
+    /// Soft Q-learning (Guo et al. 2021): the adapted logits read as Q-values relative to the base,
+    /// regressed toward `r_t + gamma V_soft_target(s_{t+1})` with a target adapter refreshed every
+    /// `soft_q_target_period` updates and past episodes replayed from the episode buffer.
+    SoftQ,
     /// Learns from the user, not from its own replies: demonstrations (corrections) and, when
     /// `user_text_weight > 0`, the user's own messages as language-model targets, teacher-forced
     /// with `beta = 0`. Ratings teach only through `imitate_rated` (off by default).
@@ -78,12 +82,22 @@ pub struct LearnerConfig {
     /// `T_norm`: REINFORCE weights are divided by this constant (the longest reply), so long replies
     /// are not favoured.
     pub max_response_tokens: usize,
-    /// GAE's discount within a turn.
+    /// The discount within a turn: GAE's, and soft Q-learning's in `r_t + gamma V(s_{t+1})`.
     pub gamma: f64,
     /// GAE's lambda.
     pub gae_lambda: f64,
     /// How many recent tokens' (value, return) pairs decide whether the critic explains variance.
     pub critic_window: usize,
+    /// Soft Q-learning's temperature `tau`: `Q = (tau / T) delta` for a policy trained at temperature
+    /// `T`, `V_soft = tau log sum_v q_v exp(Q_v / tau)`; the reward a nat of KL to the base is worth.
+    pub soft_q_tau: f64,
+    /// How many past rewarded episodes soft Q-learning remembers for replay (ids and rewards; the
+    /// episodes stay in the episode buffer, so at most `episode_capacity` of them are held).
+    pub soft_q_replay_size: usize,
+    /// How many remembered episodes each soft-Q update replays, drawn uniformly (0: no replay).
+    pub soft_q_replay_batch: usize,
+    /// The target adapter is a snapshot of the adapter, refreshed after this many accepted updates.
+    pub soft_q_target_period: u32,
     /// PPO's clip range `eps`.
     pub ppo_clip: f64,
     /// Episodes whose mean importance ratio exceeds this are skipped.
@@ -163,6 +177,10 @@ impl Default for LearnerConfig {
             gamma: 1.0,
             gae_lambda: 0.95,
             critic_window: 2048,
+            soft_q_tau: 0.25,
+            soft_q_replay_size: 32,
+            soft_q_replay_batch: 4,
+            soft_q_target_period: 4,
             ppo_clip: 0.2,
             ppo_max_mean_ratio: 10.0,
             clip_stale: true,
@@ -206,6 +224,7 @@ impl LearnerConfig {
             ("trpo_max_kl", self.trpo_max_kl),
             ("kl_budget", self.kl_budget),
             ("score_clip", self.score_clip),
+            ("soft_q_tau", self.soft_q_tau),
         ];
         for (name, x) in positive {
             if !(x.is_finite() && x > 0.0) {
@@ -252,6 +271,15 @@ impl LearnerConfig {
         if self.max_response_tokens == 0 || self.episode_capacity == 0 || self.critic_window < 2 {
             return Err(Error::Config("max_response_tokens and episode_capacity must be >= 1, critic_window >= 2".into()));
         }
+        if self.soft_q_target_period == 0 {
+            return Err(Error::Config("soft_q_target_period must be >= 1 (updates between target refreshes)".into()));
+        }
+        if self.soft_q_replay_batch > self.soft_q_replay_size {
+            return Err(Error::Config(format!(
+                "soft_q_replay_batch {} is above soft_q_replay_size {}: a batch cannot replay more episodes than are remembered",
+                self.soft_q_replay_batch, self.soft_q_replay_size
+            )));
+        }
         Ok(())
     }
 }
@@ -273,6 +301,10 @@ mod tests {
             LearnerConfig { max_coherence_drift: -0.1, ..LearnerConfig::default() },
             LearnerConfig { max_nll_drift: f64::INFINITY, ..LearnerConfig::default() },
             LearnerConfig { episode_capacity: 0, ..LearnerConfig::default() },
+            LearnerConfig { soft_q_tau: 0.0, ..LearnerConfig::default() },
+            LearnerConfig { soft_q_tau: f64::NAN, ..LearnerConfig::default() },
+            LearnerConfig { soft_q_target_period: 0, ..LearnerConfig::default() },
+            LearnerConfig { soft_q_replay_batch: 33, ..LearnerConfig::default() },
             LearnerConfig { lr_recovery: 0.5, ..LearnerConfig::default() },
             LearnerConfig { adapter: LoraConfig { rank: 0, ..LoraConfig::default() }, ..LearnerConfig::default() },
             LearnerConfig { adapter: LoraConfig { rank: 65, ..LoraConfig::default() }, ..LearnerConfig::default() },

@@ -15,6 +15,7 @@ use super::guard::{Probes, RateLimiter, SignRun};
 use super::report::{FeedbackOutcome, ProbeStats, SkipReason, UpdateOutcome};
 use super::report::RewardPart;
 use super::reward::{combine_parts, Reward, RunningStats, ScoreStats};
+use super::softq::SoftQState;
 use super::state::{Counters, LearnerState, RewardHistory, STATE_VERSION};
 use crate::adapter::{AdamParams, AdamState, AdapterMath, BaseScratch, CpuMath, HeadGrad, LoraHead, TokenEval};
 use crate::error::{Error, Result};
@@ -78,6 +79,7 @@ pub struct Learner {
     pub(crate) episodes: EpisodeBuffer,
     pub(crate) counters: Counters,
     pub(crate) source: Option<Arc<dyn RecordSource>>,
+    pub(crate) softq: SoftQState,
 }
 
 impl std::fmt::Debug for Learner {
@@ -109,6 +111,7 @@ impl Learner {
             guards: Guards::default(),
             counters: Counters::default(),
             source: None,
+            softq: SoftQState::default(),
         })
     }
 
@@ -424,6 +427,7 @@ impl Learner {
         self.beta = state.beta;
         self.counters = Counters { next_id, version, ..state.counters };
         self.guards.sign_run = state.sign_run;
+        self.softq.reset_target();
         Ok(())
     }
 
@@ -438,6 +442,7 @@ impl Learner {
         self.episodes = buffer;
         // The sources of rewards those episodes still wait to learn, for the next report.
         self.stats.parts = std::mem::take(&mut old.stats.parts);
+        self.softq.adopt_replay(&mut old.softq);
         self.counters.version = self.counters.version.max(old.counters.version) + 1;
         if self.source.is_none() {
             self.source = old.source.clone();
@@ -449,6 +454,7 @@ impl Learner {
     /// this process.
     pub fn forget_episodes(&mut self) {
         self.episodes.forget_all();
+        self.softq.forget();
     }
 
     /// A learner rebuilt from a stored state.

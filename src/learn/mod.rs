@@ -5,7 +5,8 @@
 //! scalar; [`sources`] configures the sources a session computes itself ([`coherence`], VADER
 //! [`sentiment`], task checks, a host callback) and parses rewards as JSON; [`advantage`] has each
 //! algorithm's weights as pure functions; [`guard`] the probes, budgets, rate limit and same-sign
-//! cap; [`learner`] and `update` tie them together; [`state`] is the plain-data state a store
+//! cap; `softq` holds soft Q-learning's target adapter and replay; [`learner`] and `update` tie them
+//! together; [`state`] is the plain-data state a store
 //! persists; [`report`] what every update says about itself.
 //!
 //! Architecture invariant: a step that breaks a budget is undone before anyone can generate with
@@ -40,6 +41,7 @@ pub mod learner;
 pub mod report;
 pub mod reward;
 pub mod sentiment;
+mod softq;
 pub mod sources;
 pub mod state;
 mod update;

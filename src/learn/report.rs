@@ -61,6 +61,9 @@ pub struct LossTerms {
     pub kl: f64,
     /// The value loss `1/2 sum_t (V_t - G_t)^2` per token with a target.
     pub value: f64,
+    /// Soft Q-learning's Bellman loss `1/2 sum_t (Q_t - y_t)^2 / T_norm` per episode, before the step.
+    #[serde(default)]
+    pub bellman: f64,
 }
 
 /// The probe measurements after an update.
@@ -119,7 +122,7 @@ pub struct UpdateReport {
     pub outcome: UpdateOutcome,
     /// Episodes that contributed to the step.
     pub episodes: usize,
-    /// Their ids, ascending.
+    /// Their ids, ascending (replayed ones included).
     pub episode_ids: Vec<u64>,
     /// Of them, episodes sampled by an earlier adapter (before an update, rollback, reset or
     /// restart), learned through the importance ratio.
@@ -130,6 +133,14 @@ pub struct UpdateReport {
     pub failed_episodes: usize,
     /// Episodes dropped before the step (importance ratio too large).
     pub skipped_episodes: usize,
+    /// Of the episodes in the step, past ones replayed by soft Q-learning (their rewards learned
+    /// before).
+    #[serde(default)]
+    pub replayed_episodes: usize,
+    /// Soft Q-learning: accepted updates since the target adapter was taken (`None` under other
+    /// algorithms).
+    #[serde(default)]
+    pub target_age: Option<u32>,
     /// Tokens in the step.
     pub tokens: usize,
     /// The loss terms.
@@ -180,6 +191,8 @@ impl UpdateReport {
             rebuilt_episodes: 0,
             failed_episodes: 0,
             skipped_episodes: 0,
+            replayed_episodes: 0,
+            target_age: None,
             tokens: 0,
             loss: LossTerms::default(),
             mean_kl: 0.0,

@@ -29,6 +29,7 @@ struct Planned {
     weights: Vec<f64>,
     beta: f64,
     targets: Option<Vec<f64>>,
+    logit_weights: Option<Vec<f64>>,
 }
 
 impl Learner {
@@ -54,8 +55,17 @@ impl Learner {
         self.guards.rate.record(now);
         let mut rep = UpdateReport::new(self.config.algorithm, UpdateOutcome::Accepted, self.beta, self.policy.lr);
         let mut episodes = self.episodes.take_ready();
+        let soft_q = self.config.algorithm == Algorithm::SoftQ;
+        let fresh: Vec<u64> = episodes.iter().map(|e| e.id).collect();
+        let mut replayed = HashMap::new();
+        if soft_q {
+            let (more, rewards) = self.soft_q_prepare(&fresh);
+            episodes.extend(more);
+            replayed = rewards;
+            rep.target_age = Some(self.soft_q_target_age());
+        }
         self.make_resident(&mut episodes, &mut rep);
-        let result = self.plan(&episodes, &mut rep).and_then(|planned| {
+        let result = self.plan(&episodes, &replayed, &mut rep).and_then(|planned| {
             if planned.is_empty() {
                 let outcome = if rep.failed_episodes > 0 && rep.skipped_episodes == 0 { SkipReason::NoSignal } else { SkipReason::RatioTooLarge };
                 Ok(self.skip(UpdateReport { outcome: UpdateOutcome::Skipped(outcome), ..rep }, start))
@@ -64,11 +74,22 @@ impl Learner {
             }
         });
         // Their rewards are consumed (learned, or dropped by a ratio check); replies stay for later
-        // signals. After an error they keep their rewards for the next update.
-        let consumed = vec![result.is_ok(); episodes.len()];
-        let ids: Vec<u64> = episodes.iter().map(|e| e.id).collect();
+        // signals. After an error they keep their rewards for the next update. Replayed episodes
+        // go back as they were.
+        let consumed: Vec<bool> = episodes.iter().map(|e| result.is_ok() && !replayed.contains_key(&e.id)).collect();
+        if soft_q {
+            if let Ok(r) = &result {
+                let learned: Vec<(u64, f64)> = episodes
+                    .iter()
+                    .zip(&consumed)
+                    .filter(|(e, &c)| c && e.kind == EpisodeKind::Sampled)
+                    .filter_map(|(e, _)| e.reward.map(|x| (e.id, x)))
+                    .collect();
+                self.soft_q_finish(&learned, r.accepted());
+            }
+        }
         self.episodes.return_learned(episodes, &consumed);
-        result.map(|rep| self.report_parts(rep, &ids))
+        result.map(|rep| self.report_parts(rep, &fresh))
     }
 
     /// Rebuilds the records of compact episodes; those that cannot be rebuilt are dropped.
@@ -107,7 +128,7 @@ impl Learner {
 
     /// Chooses `c_t`, `beta` and value targets for each episode, and updates the baseline and
     /// critic statistics with this batch's rewards.
-    fn plan(&mut self, episodes: &[Episode], rep: &mut UpdateReport) -> Result<Vec<Planned>> {
+    fn plan(&mut self, episodes: &[Episode], replayed: &HashMap<u64, f64>, rep: &mut UpdateReport) -> Result<Vec<Planned>> {
         let cfg = self.config.clone();
         let sigma = self.stats.baseline.std(cfg.sigma_floor);
         // Leave-one-out baselines for rewarded replies that share a prompt.
@@ -132,18 +153,33 @@ impl Learner {
             let n = ep.tokens.len();
             let reward = match (ep.kind, ep.reward) {
                 (EpisodeKind::Demonstration | EpisodeKind::UserText, _) => {
-                    planned.push(Planned { ep: i, weights: vec![f64::from(ep.weight); n], beta: 0.0, targets: None });
+                    planned.push(Planned { ep: i, weights: vec![f64::from(ep.weight); n], beta: 0.0, targets: None, logit_weights: None });
                     continue;
                 }
                 (EpisodeKind::Sampled, Some(r)) => r,
-                (EpisodeKind::Sampled, None) => continue,
+                (EpisodeKind::Sampled, None) => match replayed.get(&ep.id) {
+                    Some(&r) => r,
+                    None => continue,
+                },
             };
+            let kl_scale = 1.0 / cfg.max_response_tokens.max(1) as f64;
+            if cfg.algorithm == Algorithm::SoftQ {
+                // Off-policy by construction: no importance ratio, old and replayed episodes alike.
+                let (k, loss) = self.soft_q_weights(ep, reward)?;
+                rep.loss.bellman += loss;
+                rep.replayed_episodes += usize::from(replayed.contains_key(&ep.id));
+                if !replayed.contains_key(&ep.id) {
+                    self.stats.baseline.push(reward, cfg.baseline_rate);
+                }
+                planned.push(Planned { ep: i, weights: vec![0.0; n], beta: self.beta * kl_scale, targets: None, logit_weights: Some(k) });
+                continue;
+            }
             self.stats.baseline.push(reward, cfg.baseline_rate);
             let flat = reinforce_weight(reward, baselines[i], sigma, cfg.advantage_clip, cfg.max_response_tokens);
             let mut weights = vec![flat; n];
             // The KL term is scaled like the policy term (divided by T_norm when the weights are),
             // so that the objective stays Ziegler's per-reply `R - beta sum_t KL_t` up to one factor.
-            let mut kl_scale = 1.0 / cfg.max_response_tokens.max(1) as f64;
+            let mut kl_scale = kl_scale;
             let mut targets = None;
             if cfg.algorithm == Algorithm::A2c {
                 let values: Vec<f64> = ep.tokens.iter().map(|r| self.policy.head.value(&r.hidden).map(f64::from)).collect::<Result<_>>()?;
@@ -180,14 +216,15 @@ impl Learner {
                 rep.clipped_tokens += clipped.clipped;
                 weights = clipped.weights;
             }
-            planned.push(Planned { ep: i, weights, beta: self.beta * kl_scale, targets });
+            planned.push(Planned { ep: i, weights, beta: self.beta * kl_scale, targets, logit_weights: None });
         }
         // The step averages over episodes: both terms of each episode's objective.
         let k = planned.len().max(1) as f64;
         planned.iter_mut().for_each(|p| {
-            p.weights.iter_mut().for_each(|w| *w /= k);
+            p.weights.iter_mut().chain(p.logit_weights.iter_mut().flatten()).for_each(|w| *w /= k);
             p.beta /= k;
         });
+        rep.loss.bellman /= k;
         Ok(planned)
     }
 
@@ -197,7 +234,7 @@ impl Learner {
             .iter()
             .map(|p| {
                 let ep = &episodes[p.ep];
-                GradEpisode { tokens: &ep.tokens, base: &ep.base, weights: &p.weights, beta: p.beta, value_targets: p.targets.as_deref() }
+                GradEpisode { tokens: &ep.tokens, base: &ep.base, weights: &p.weights, beta: p.beta, logit_weights: p.logit_weights.as_deref(), value_targets: p.targets.as_deref() }
             })
             .collect();
         rep.episode_ids = planned.iter().map(|p| episodes[p.ep].id).collect();

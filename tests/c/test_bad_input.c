@@ -327,6 +327,29 @@ static void configurations(const char *good) {
     CHECK(strstr(last_error(), "after `cpu`") != NULL);
     snprintf(cfg, sizeof cfg, "{\"engine\": {\"model_dir\": \"%s\"}, \"learner\": {\"lr\": -1}}", model_dir());
     EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(cfg, &rt));
+    /* Soft Q-learning is an algorithm name; its settings are checked and named when bad. */
+    snprintf(cfg, sizeof cfg,
+             "{\"engine\": {\"model_dir\": \"%s\"}, \"learner\": {\"algorithm\": \"soft_q\", \"soft_q_tau\": 0.7, "
+             "\"soft_q_replay_size\": 16, \"soft_q_replay_batch\": 2, \"soft_q_target_period\": 3}}",
+             model_dir());
+    REQUIRE_OK(attune_runtime_new(cfg, &rt));
+    attune_runtime_free(rt);
+    rt = NULL;
+    {
+        const char *bad_soft_q[][2] = {
+            {"\"algorithm\": \"soft-q\"", "soft_q"},
+            {"\"algorithm\": \"soft_q\", \"soft_q_tau\": 0", "soft_q_tau"},
+            {"\"algorithm\": \"soft_q\", \"soft_q_tau\": -1.5", "soft_q_tau"},
+            {"\"algorithm\": \"soft_q\", \"soft_q_target_period\": 0", "soft_q_target_period"},
+            {"\"algorithm\": \"soft_q\", \"soft_q_replay_size\": 4, \"soft_q_replay_batch\": 5", "soft_q_replay_batch"},
+        };
+        for (i = 0; i < sizeof bad_soft_q / sizeof bad_soft_q[0]; i++) {
+            snprintf(cfg, sizeof cfg, "{\"engine\": {\"model_dir\": \"%s\"}, \"learner\": {%s}}", model_dir(),
+                     bad_soft_q[i][0]);
+            EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(cfg, &rt));
+            CHECK(rt == NULL && strstr(last_error(), bad_soft_q[i][1]) != NULL);
+        }
+    }
     EXPECT_STATUS(ATTUNE_STATUS_MODEL, attune_runtime_new("{\"engine\": {\"model_dir\": \"/nonexistent/model\"}}", &rt));
     CHECK(rt == NULL);
     (void)good;

@@ -39,6 +39,8 @@ struct Tok {
     beta: f32,
     goal: f32,
     has_target: u32,
+    // The logit weight k_t: added to the sampled token's logit gradient.
+    k: f32,
 }
 
 const WG: u32 = 256u;

@@ -33,18 +33,14 @@ impl GpuMath {
         let mut weights = Vec::new();
         for ep in batch {
             tokens::check_lengths(ep.tokens, ep.base)?;
-            if ep.weights.len() != ep.tokens.len() || ep.value_targets.is_some_and(|g| g.len() != ep.tokens.len()) {
-                return Err(Error::Learning("weights or value targets do not match the tokens".into()));
-            }
-            if !ep.beta.is_finite() || ep.weights.iter().any(|c| !c.is_finite()) || ep.value_targets.is_some_and(|g| g.iter().any(|x| !x.is_finite())) {
-                return Err(Error::Learning("non-finite weights, value targets or beta".into()));
-            }
+            ep.check_weights()?;
             for (t, (rec, bs)) in ep.tokens.iter().zip(ep.base).enumerate() {
                 tokens::check_token(head, rec, bs)?;
                 let target = ep.value_targets.map(|g| g[t]);
                 let tk = TokGpu {
                     c: ep.weights[t] as f32,
                     beta: ep.beta as f32,
+                    k: ep.logit_weights.map_or(0.0, |k| k[t] as f32),
                     goal: target.unwrap_or(0.0) as f32,
                     has_target: u32::from(target.is_some()),
                     ..tokens::tok(rec, bs)

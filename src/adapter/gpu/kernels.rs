@@ -106,6 +106,8 @@ pub(super) struct TokGpu {
     pub beta: f32,
     pub goal: f32,
     pub has_target: u32,
+    /// The logit weight `k_t` (added to the sampled token's logit gradient).
+    pub k: f32,
 }
 
 /// Values per token in the statistics buffer written by `stats`.

@@ -1,6 +1,6 @@
 // dB on the chosen rows: db[i, :] += -s sum_t g_t[rows_i] u_t over the chunk's positions, with
 // g_t[v] = (c/tau)(1[v = a_t] - p_v) - (beta/tau) p_v (log p_v - log q_v - KL_t) from the statistics
-// of `stats`. One invocation per row.
+// of `stats`, plus the logit weight k_t at the sampled token. One invocation per row.
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> rows: array<u32>;
@@ -43,7 +43,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             gv = -(tk.c / tk.tau) * p - (tk.beta / tk.tau) * p * (w - kl);
         }
         if (v == tk.token) {
-            gv += tk.c / tk.tau;
+            gv += tk.c / tk.tau + tk.k;
         }
         if (gv != 0.0) {
             for (var j = 0u; j < r; j++) {

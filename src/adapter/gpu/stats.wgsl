@@ -97,7 +97,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: 
                 gv = -c * p - bt * p * (x - kl);
             }
             if (v == tk.token) {
-                gv += c;
+                gv += c + tk.k;
             }
             if (gv != 0.0) {
                 for (var j = 0u; j < P.r; j++) {
