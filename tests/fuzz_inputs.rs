@@ -132,7 +132,6 @@ fn generation_options_json() {
 }
 
 #[test]
-#[ignore = "fails on a known library bug: bytes that decode but fail the learner's checks (B's row list not ascending) are saved before they are refused, with INVALID_ARGUMENT instead of CORRUPT_ADAPTER"]
 fn adapter_import_bytes() {
     let tiny = targets::Tiny::get();
     for s in seeds("import") {

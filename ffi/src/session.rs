@@ -231,7 +231,6 @@ pub unsafe extern "C" fn attune_session_rollback(session: *mut attune_session, s
         // SAFETY: the caller's promise above.
         let (_, mut st) = unsafe { lock(session)? };
         st.session.rollback(steps_back as usize)?;
-        st.last_report = None;
         Ok(())
     })
 }

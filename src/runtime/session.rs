@@ -433,6 +433,8 @@ impl UserSession {
             Some(rec) => self.install(&rec)?,
             None => self.learner = self.fresh_learner()?,
         }
+        // The last report described the adapter this one replaced.
+        self.last_report = None;
         self.persist_pending();
         Ok(())
     }
@@ -465,7 +467,10 @@ impl UserSession {
         let store = self.store()?;
         {
             let _write = self.claim.writable()?;
-            store.import(&self.user, bytes)?;
+            // The learner's own checks run before anything is written, so bytes that decode but
+            // describe an unusable adapter never become the newest version.
+            let config = self.runtime.config().learner.clone();
+            store.import_checked(&self.user, bytes, |rec| Learner::from_state(from_record(rec, config)?).map(drop))?;
         }
         match store.load(&self.user)? {
             Some(rec) => self.install(&rec)?,

@@ -349,8 +349,17 @@ impl AdapterStore {
     /// bytes need this store's encryption key (else [`Error::EncryptionKey`]); plain bytes are
     /// accepted either way and sealed when saved.
     pub fn import(&self, user: &str, bytes: &[u8]) -> Result<u64> {
+        self.import_checked(user, bytes, |_| Ok(()))
+    }
+
+    /// [`import`](Self::import) with a caller's check of the decoded record (the learner's own
+    /// validation, say) run before anything is written; a record it refuses is
+    /// [`Error::CorruptAdapter`] and leaves the store untouched.
+    pub fn import_checked(&self, user: &str, bytes: &[u8], check: impl FnOnce(&AdapterRecord) -> Result<()>) -> Result<u64> {
         user_id::check(user)?;
-        let record = self.decode_file(bytes).map_err(|e| e.at(Path::new("<imported bytes>")))?;
+        let path = Path::new("<imported bytes>");
+        let record = self.decode_file(bytes).map_err(|e| e.at(path))?;
+        check(&record).map_err(|e| Error::CorruptAdapter { path: path.to_path_buf(), reason: e.to_string() })?;
         self.save(user, record)
     }
 

@@ -298,11 +298,7 @@ impl SessionHandle {
 
     /// Goes back `steps_back` (>= 1) saved versions.
     pub fn rollback(&self, steps_back: usize) -> HostResult<()> {
-        self.with(|st| {
-            st.session.rollback(steps_back)?;
-            st.last_report = None;
-            Ok(())
-        })
+        self.with(|st| Ok(st.session.rollback(steps_back)?))
     }
 
     /// Starts over with a fresh adapter (saved versions stay recoverable).
