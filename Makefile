@@ -108,13 +108,16 @@ test-fast: setup-test
 	mkdir -p $$XDG_RUNTIME_DIR
 	ATTUNE_FAST_ONLY=1 $(CARGO) test --release --workspace
 
-# The two #[ignore]d tests, run by hand: the timing of one learning update (a measurement, recorded
-# in BENCHMARKS.md) and the full size cross product of the wgpu parity test (about a minute on
-# lavapipe; `make test` runs a representative subset).
+# The #[ignore]d tests, run by hand: the timing of one learning update (a measurement, recorded
+# in BENCHMARKS.md), the full size cross product of the wgpu parity test (about a minute on
+# lavapipe; `make test` runs a representative subset) and soft-Q's two 5x tests, which do not pass
+# yet (their reasons give the figures reached). fuzz_inputs' write_import_seeds is not a check: it
+# rewrites fuzz/seeds/import after a format change.
 test-ignored: setup-test
 	mkdir -p $$XDG_RUNTIME_DIR
 	ATTUNE_THREADS=1 $(CARGO) test --release --test learn_timing -- --ignored --nocapture
 	$(CARGO) test --release --test gpu_parity -- --ignored
+	-$(CARGO) test --release --test learn_softq --test learn_engine -- --ignored soft_q
 
 # The fuzz targets (fuzz/, docs/fuzzing.md), one after the other, each for FUZZ_SECONDS with an RSS
 # limit of FUZZ_RSS_MB; not part of CI, which runs their bounded replay (tests/fuzz_inputs.rs). Needs
