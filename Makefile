@@ -34,9 +34,16 @@ $(VENV)/.stamp: models/requirements.txt
 venv: $(VENV)/.stamp
 
 # llama.cpp (llama-cpp-python, built from source with the C/C++ compiler; pip fetches cmake and
-# ninja for the build) for models/test_accuracy.py and `make bench-peers`'s accuracy table.
+# ninja for the build) for models/test_accuracy.py and `make bench-peers`'s accuracy table. Built for
+# one fixed instruction set (AVX2, FMA, F16C) rather than the build machine's own (GGML_NATIVE), and
+# never from pip's wheel cache: a wheel built natively on one machine can crash on another (a
+# SIGSEGV in llama_decode was seen with a cached AVX-512 build), and a fixed set gives llama.cpp the
+# same kernels, so the same numbers, on every machine of this kind. The multimodal library (llava/mtmd)
+# is not built: nothing here uses it, and llama-cpp-python imports it only on demand.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DLLAVA_BUILD=OFF
 $(VENV)/.stamp-accuracy: $(VENV)/.stamp models/requirements-accuracy.txt
-	$(VPY) -m pip install --quiet --disable-pip-version-check -r models/requirements-accuracy.txt
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(VPY) -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+		--no-binary llama-cpp-python -r models/requirements-accuracy.txt
 	touch $@
 
 venv-accuracy: $(VENV)/.stamp-accuracy

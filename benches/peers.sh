@@ -14,7 +14,10 @@ runs=${RUNS:-3}
 rounds=${ROUNDS:-3}
 if [ ! -x .venv-peers/bin/python ]; then
   python3 -m venv .venv-peers
-  .venv-peers/bin/pip install -q -r benches/requirements-peers.txt   # llama-cpp-python builds from source
+  # llama-cpp-python builds from source, for the same fixed instruction set as make setup-test's
+  # (the Makefile's LLAMA_CMAKE_ARGS: AVX2, FMA, F16C, not GGML_NATIVE), never from pip's wheel cache.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DLLAVA_BUILD=OFF" \
+    .venv-peers/bin/pip install -q --no-cache-dir --no-binary llama-cpp-python -r benches/requirements-peers.txt
 fi
 # ATTUNE_BIN: an attune binary to use instead of building one.
 bin=${ATTUNE_BIN:-}

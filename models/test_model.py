@@ -2,8 +2,8 @@
 
 Tiny-model checks always run (the tiny model is rebuilt in a temp dir; seconds). Checks that need
 the real GGUF (.cache/smollm2/...) or the converted real folders (models/smollm2-135m-instruct, exact
-profile; models/smollm2-135m-instruct-fast, fast profile) skip with a message when those are
-absent (run `bash models/prepare.sh` to make them). The fast profile's accuracy against llama.cpp
+profile; models/smollm2-135m-instruct-fast, fast profile) fail, never skip, with the command that
+makes them when those are absent (`bash models/prepare.sh`, which `make setup-test` runs). The fast profile's accuracy against llama.cpp
 is models/test_accuracy.py's.
 """
 from __future__ import annotations
@@ -47,17 +47,17 @@ CHAT = CHATS[0]
 
 def need_gguf():
     if not os.path.exists(GGUF):
-        pytest.skip(f"real GGUF not found at {GGUF} (run: bash models/prepare.sh)")
+        pytest.fail(f"real GGUF not found at {GGUF} (run: bash models/prepare.sh)")
 
 
 def need_real():
     if not os.path.exists(os.path.join(REAL_DIR, "model.onnx")):
-        pytest.skip(f"real model folder not found at {REAL_DIR} (run: bash models/prepare.sh)")
+        pytest.fail(f"real model folder not found at {REAL_DIR} (run: bash models/prepare.sh)")
 
 
 def need_exact():
     if not os.path.exists(os.path.join(EXACT_DIR, "model.onnx")):
-        pytest.skip(f"exact-profile folder not found at {EXACT_DIR} (run: bash models/prepare.sh)")
+        pytest.fail(f"exact-profile folder not found at {EXACT_DIR} (run: bash models/prepare.sh)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_tiny_deterministic(tmp_path, tiny_ws, tiny_dir):
 def test_prepared_tiny_is_current(tiny_dir):
     """models/tiny (made by prepare.sh) is what the current code produces."""
     if not os.path.exists(os.path.join(TINY_DIR, "model.onnx")):
-        pytest.skip(f"{TINY_DIR} not built (run: bash models/prepare.sh)")
+        pytest.fail(f"{TINY_DIR} not built (run: bash models/prepare.sh)")
     for f in ("model.onnx", "model.onnx.data", "genai_config.json"):
         assert filecmp.cmp(os.path.join(tiny_dir, f), os.path.join(TINY_DIR, f), shallow=False), f
     for f in ("tokenizer.json", "tokenizer_config.json"):
@@ -475,7 +475,7 @@ def test_real_conversion_deterministic(tmp_path, folder, profile):
     their profile (the default folder is the exact one)."""
     need_gguf()
     if not os.path.exists(os.path.join(folder, "model.onnx")):
-        pytest.skip(f"{folder} not built (run: bash models/prepare.sh)")
+        pytest.fail(f"{folder} not built (run: bash models/prepare.sh)")
     meta = json.load(open(os.path.join(folder, "attune_model.json")))
     assert meta["profile"] == profile
     assert meta["accuracy_levels"] == convert.profile_levels(profile)
