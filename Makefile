@@ -71,7 +71,7 @@ test: check-doc-links test-scripts setup-test check-features
 	$(MAKE) test-java
 	$(MAKE) test-python-binding
 	$(MAKE) test-offline
-	$(VPY) -m pytest -q models/test_model.py models/test_accuracy.py models/test_vader.py
+	$(VPY) -m pytest -q models/test_model.py models/test_accuracy.py models/test_factual.py models/test_vader.py
 
 # The Java binding (bindings/java): libattune_jni, the dev.attune classes (javac, jar) and their JUnit 5
 # tests on the tiny model. The JDK and JUnit's console launcher come from scripts/install-system.sh test.

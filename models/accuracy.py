@@ -313,11 +313,26 @@ def llama_tokenize(llm, text):
 
 
 def _llama_worker(job_path, out_path):
-    """The child process of llama_outputs: logits of each ids list and the tokenization check."""
+    """The child process of llama_outputs (logits of each ids list and the tokenization check) and
+    of llama_greedy (greedy continuations)."""
     with open(job_path) as f:
         job = json.load(f)
     ids_list = job["ids"]
-    n_ctx = max(1024, max(len(ids) for ids in ids_list) + 16)
+    n_ctx = max(1024, max(len(ids) for ids in ids_list) + 16 + job.get("max_new", 0))
+    if "max_new" in job:
+        llm = Llama_greedy_model(job["gguf"], n_ctx)
+        out = []
+        for ids in ids_list:
+            llm.reset()
+            toks = []
+            for t in llm.generate(list(ids), top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+                if t == llm.token_eos() or len(toks) >= job["max_new"]:
+                    break
+                toks.append(int(t))
+            out.append(toks)
+        with open(out_path, "w") as f:
+            json.dump(out, f)
+        return
     llm = llama_model(job["gguf"], n_ctx=n_ctx)
     arrays = {f"logits_{i}": llama_logits(llm, ids) for i, ids in enumerate(ids_list)}
     same = all(llama_tokenize(llm, t) == ids for t, ids in zip(job["texts"], ids_list))
@@ -325,31 +340,66 @@ def _llama_worker(job_path, out_path):
     np.savez(out_path, **arrays)
 
 
+def Llama_greedy_model(gguf, n_ctx):
+    from llama_cpp import Llama
+
+    return Llama(model_path=gguf, n_ctx=n_ctx, n_batch=512, n_threads=THREADS, n_threads_batch=THREADS,
+                 verbose=False)
+
+
+def _run_llama_child(job_data, out_name, timeout):
+    """Runs _llama_worker in a child process; returns the path of its output (in a temporary folder
+    the caller's context removes) or raises with the child's signal or status and its stderr."""
+    import signal
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="attune-llama-")
+    job, out = os.path.join(d, "job.json"), os.path.join(d, out_name)
+    with open(job, "w") as f:
+        json.dump(job_data, f)
+    import subprocess
+
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--llama-worker", job, out],
+                       capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0 or not os.path.exists(out):
+        how = (f"killed by {signal.Signals(-p.returncode).name}" if p.returncode < 0
+               else f"exit status {p.returncode}")
+        import llama_cpp  # the version, for the message (the import itself does not run llama.cpp)
+        raise RuntimeError(
+            f"llama.cpp (llama-cpp-python {getattr(llama_cpp, '__version__', '?')}) failed in its "
+            f"child process: {how}\n--- its stderr (last 3000 characters) ---\n{p.stderr[-3000:]}"
+            "\n(a build for another CPU crashes this way: make setup-test builds it for AVX2 with "
+            "GGML_NATIVE=OFF; reinstall with that Makefile rule after removing .venv/.stamp-accuracy)")
+    return d, out
+
+
+def llama_greedy(gguf, ids_list, max_new, timeout=1800):
+    """llama.cpp's greedy continuation (token ids, up to max_new, stopping at its end-of-text
+    token) of each ids list, in a child process."""
+    import shutil
+
+    d, out = _run_llama_child({"gguf": gguf, "ids": [list(map(int, i)) for i in ids_list], "max_new": int(max_new)},
+                              "greedy.json", timeout)
+    try:
+        with open(out) as f:
+            return json.load(f)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def llama_outputs(gguf, texts, ids_list, timeout=1800):
     """llama.cpp's logits for each ids list and whether its tokenizer gives the same ids for the
     texts, computed in a child process: a crash in llama.cpp's native code (a build for another
     CPU, for instance) is reported with its signal and output instead of killing this process."""
-    import signal
-    import subprocess
-    import tempfile
+    import shutil
 
-    with tempfile.TemporaryDirectory(prefix="attune-llama-") as d:
-        job, out = os.path.join(d, "job.json"), os.path.join(d, "out.npz")
-        with open(job, "w") as f:
-            json.dump({"gguf": gguf, "texts": texts, "ids": [list(map(int, i)) for i in ids_list]}, f)
-        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--llama-worker", job, out],
-                           capture_output=True, text=True, timeout=timeout)
-        if p.returncode != 0 or not os.path.exists(out):
-            how = (f"killed by {signal.Signals(-p.returncode).name}" if p.returncode < 0
-                   else f"exit status {p.returncode}")
-            import llama_cpp  # the version, for the message (the import itself does not run llama.cpp)
-            raise RuntimeError(
-                f"llama.cpp (llama-cpp-python {getattr(llama_cpp, '__version__', '?')}) failed in its "
-                f"child process: {how}\n--- its stderr (last 3000 characters) ---\n{p.stderr[-3000:]}"
-                "\n(a build for another CPU crashes this way: make setup-test builds it for AVX2 with "
-                "GGML_NATIVE=OFF; reinstall with that Makefile rule after removing .venv/.stamp-accuracy)")
+    d, out = _run_llama_child({"gguf": gguf, "texts": texts, "ids": [list(map(int, i)) for i in ids_list]},
+                              "out.npz", timeout)
+    try:
         with np.load(out) as z:
             return [z[f"logits_{i}"] for i in range(len(ids_list))], bool(z["same_tokenization"])
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def measure(gguf, folders: dict, kv_cache: tuple = ()):
