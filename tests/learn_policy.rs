@@ -536,3 +536,97 @@ fn a_non_finite_step_is_rolled_back() {
         assert_eq!(l.lr(), 0.005);
     }
 }
+
+/// A math implementation whose first `n` optimiser steps blow the adapter up; later ones are sound.
+struct ExplodeFirst(CpuMath, usize);
+
+impl AdapterMath for ExplodeFirst {
+    fn add_delta(&self, head: &attune::adapter::LoraHead, h: &[f32], z: &mut [f32]) -> attune::Result<()> {
+        self.0.add_delta(head, h, z)
+    }
+    fn add_delta_batch(&self, head: &attune::adapter::LoraHead, h: ndarray::ArrayView2<f32>, z: ndarray::ArrayViewMut2<f32>) -> attune::Result<()> {
+        self.0.add_delta_batch(head, h, z)
+    }
+    fn evaluate(&mut self, head: &attune::adapter::LoraHead, t: &[TokenRecord], b: &[BaseStats], out: &mut Vec<attune::adapter::TokenEval>) -> attune::Result<()> {
+        self.0.evaluate(head, t, b, out)
+    }
+    fn step_kl(&mut self, old: &attune::adapter::LoraHead, new: &attune::adapter::LoraHead, t: &[TokenRecord], b: &[BaseStats]) -> attune::Result<f64> {
+        self.0.step_kl(old, new, t, b)
+    }
+    fn gradient(&mut self, head: &attune::adapter::LoraHead, batch: &[attune::adapter::GradEpisode<'_>], grad: &mut attune::adapter::HeadGrad) -> attune::Result<attune::adapter::GradStats> {
+        self.0.gradient(head, batch, grad)
+    }
+    fn adam_step(&mut self, head: &mut attune::adapter::LoraHead, adam: &mut attune::adapter::AdamState, grad: &attune::adapter::HeadGrad, p: &attune::adapter::AdamParams) -> attune::Result<()> {
+        self.0.adam_step(head, adam, grad, p)?;
+        if self.1 == 0 {
+            return Ok(());
+        }
+        self.1 -= 1;
+        let rows: Vec<u32> = head.active_rows().to_vec();
+        head.set_b_row(rows[0] as usize, &vec![f32::INFINITY; head.rank()])
+    }
+}
+
+#[test]
+fn a_rolled_back_updates_reward_is_learned_by_the_next_update_and_counted_once() {
+    let lm = TinyLm::new(V, D, 6.0, 1300);
+    let mut l = Learner::new(config(Algorithm::Reinforce, 0.01), D, V).unwrap().with_math(Box::new(ExplodeFirst(CpuMath::new(), 1)));
+    let mut r = rng(1301);
+    let first = episode(&lm, &mut l, 0, 3, &mut r);
+    let FeedbackOutcome::Updated(rep) = l.give_feedback(first, &Reward::thumbs(true)).unwrap() else { panic!("no update") };
+    assert_eq!(rep.outcome, UpdateOutcome::RolledBack(RollbackReason::NonFinite));
+    assert_eq!((rep.returned_episodes, rep.dropped_signals), (1, 0), "{rep:?}");
+    assert_eq!(l.episode(first).unwrap().reward(), Some(1.0), "the reward waits for the next update");
+    assert_eq!(l.episode(first).unwrap().times_learned(), 0);
+    assert_eq!(l.snapshot().baseline.count, 1);
+    assert_eq!(l.counters().returned_signals, 1);
+    let mean_after_first = l.snapshot().baseline.mean;
+
+    // The next feedback's update learns both rewards, at the halved rate; the baseline takes the
+    // new reward only (count 2, not 3) and its mean moves by the new one alone.
+    let second = episode(&lm, &mut l, 1, 3, &mut r);
+    let FeedbackOutcome::Updated(rep) = l.give_feedback(second, &Reward::thumbs(false)).unwrap() else { panic!("no update") };
+    assert_eq!(rep.outcome, UpdateOutcome::Accepted, "{rep:?}");
+    assert_eq!(rep.episode_ids, vec![first, second]);
+    assert_eq!(rep.returned_episodes, 0);
+    assert_eq!(l.snapshot().baseline.count, 2);
+    let mut once = attune::learn::RunningStats::default();
+    once.push(1.0, l.config().baseline_rate);
+    assert_eq!(once.mean, mean_after_first);
+    once.push(-1.0, l.config().baseline_rate);
+    assert_eq!(l.snapshot().baseline.mean, once.mean, "each reward entered the baseline once");
+    for id in [first, second] {
+        assert_eq!((l.episode(id).unwrap().reward(), l.episode(id).unwrap().times_learned()), (None, 1));
+    }
+    assert!(!l.adapter().is_identity() && l.adapter().all_finite());
+}
+
+#[test]
+fn a_signal_is_dropped_after_max_rollbacks_with_a_count() {
+    let lm = TinyLm::new(V, D, 6.0, 1310);
+    let tries = attune::learn::MAX_ROLLBACKS as usize;
+    let mut l = Learner::new(config(Algorithm::Reinforce, 0.01), D, V).unwrap().with_math(Box::new(ExplodeFirst(CpuMath::new(), tries)));
+    let mut r = rng(1311);
+    let id = episode(&lm, &mut l, 0, 3, &mut r);
+    let FeedbackOutcome::Updated(mut rep) = l.give_feedback(id, &Reward::thumbs(true)).unwrap() else { panic!("no update") };
+    for k in 1..=tries {
+        assert_eq!(rep.outcome, UpdateOutcome::RolledBack(RollbackReason::NonFinite), "try {k}");
+        if k < tries {
+            assert_eq!((rep.returned_episodes, rep.dropped_signals), (1, 0), "try {k}");
+            assert_eq!(l.episode(id).unwrap().reward(), Some(1.0), "try {k}");
+            rep = l.update().unwrap();
+        } else {
+            assert_eq!(rep.dropped_signals, 1, "the last try drops it");
+        }
+    }
+    assert_eq!(l.episode(id).unwrap().reward(), None, "dropped, not learned");
+    assert_eq!(l.episode(id).unwrap().times_learned(), 0);
+    assert_eq!((l.counters().returned_signals, l.counters().dropped_signals), (tries as u64, 1));
+    assert_eq!(l.snapshot().baseline.count, 1, "the retries did not count the reward again");
+    assert!(l.update().is_err(), "nothing is ready any more");
+    // The reply itself stays and takes a later signal (one the baseline, now at +1, does not
+    // explain away), which the now sound step learns.
+    let FeedbackOutcome::Updated(rep) = l.give_feedback(id, &Reward::thumbs(false)).unwrap() else { panic!("no update") };
+    assert_eq!(rep.outcome, UpdateOutcome::Accepted, "{rep:?}");
+    assert_eq!(rep.episode_ids, vec![id]);
+}

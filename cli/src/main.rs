@@ -185,17 +185,22 @@ impl EngineArgs {
 
 #[derive(Args, Clone)]
 struct GenArgs {
-    /// Sampling temperature (0: greedy).
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
+    /// Sampling temperature (0: greedy). Default: 0 for `generate`; for `chat`, 0.7.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Greedy replies (the same as --temperature 0).
+    #[arg(long, conflicts_with = "temperature")]
+    greedy: bool,
     #[arg(long, default_value_t = 0)]
     top_k: usize,
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
+    /// Min-p truncation. Default: 0 for `generate`; for `chat`, 0.05.
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// Repetition penalty (1: none). Default: 1 for `generate`; for `chat`, 1.1.
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Maximum new tokens.
@@ -206,15 +211,33 @@ struct GenArgs {
     stop: Vec<String>,
 }
 
+/// `attune chat`'s sampling when no flag says otherwise: its replies are samples of the policy that
+/// learns from them (greedy replies of a 135M model loop, and are not what the learner's ratios
+/// assume), at a temperature that keeps them on topic, with min-p truncation and a mild
+/// repetition penalty.
+const CHAT_TEMPERATURE: f32 = 0.7;
+const CHAT_MIN_P: f32 = 0.05;
+const CHAT_REPETITION_PENALTY: f32 = 1.1;
+
 impl GenArgs {
+    /// `generate`'s options: greedy unless asked otherwise.
     fn options(&self) -> GenerateOptions {
+        self.options_with(0.0, 0.0, 1.0)
+    }
+
+    /// `chat`'s options: sampled unless asked otherwise.
+    fn chat_options(&self) -> GenerateOptions {
+        self.options_with(CHAT_TEMPERATURE, CHAT_MIN_P, CHAT_REPETITION_PENALTY)
+    }
+
+    fn options_with(&self, temperature: f32, min_p: f32, repetition_penalty: f32) -> GenerateOptions {
         GenerateOptions {
             sampling: SamplingConfig {
-                temperature: self.temperature,
+                temperature: if self.greedy { 0.0 } else { self.temperature.unwrap_or(temperature) },
                 top_k: self.top_k,
                 top_p: self.top_p,
-                min_p: self.min_p,
-                repetition_penalty: self.repetition_penalty,
+                min_p: self.min_p.unwrap_or(min_p),
+                repetition_penalty: self.repetition_penalty.unwrap_or(repetition_penalty),
                 seed: self.seed,
             },
             max_new_tokens: self.max_new_tokens,
@@ -350,9 +373,15 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, save: bool, rewards: &[C
     let mut history: Vec<Message> = Vec::new();
     let mut last: Option<(u64, Vec<Message>)> = None;
     let stdin = std::io::stdin();
-    let mut opts = gen.options();
-    if opts.sampling.temperature == 0.0 {
-        eprintln!("(greedy replies, as --temperature 0 asks; they are learned at the learner's greedy_tau)");
+    let mut opts = gen.chat_options();
+    let s = &opts.sampling;
+    if s.temperature == 0.0 {
+        eprintln!("(greedy replies, as --greedy or --temperature 0 asks; they are learned at the learner's greedy_tau)");
+    } else {
+        eprintln!(
+            "(sampled replies: temperature {}, min-p {}, top-p {}, repetition penalty {}; --greedy for greedy ones)",
+            s.temperature, s.min_p, s.top_p, s.repetition_penalty
+        );
     }
     // Saving after every change means an interrupted chat (Ctrl-C, a closed terminal) loses
     // nothing that was taught.

@@ -1,7 +1,7 @@
 //! The command line a person keeps using, on the tiny model: `attune chat --user` keeps what the
 //! chat taught after a normal exit and after Ctrl-C, `attune user stats|history|export|import|
-//! rollback|forget` read and change the stored adapter, `--config` takes the C API's JSON, and a
-//! greedy chat stays greedy. The computed reward sources: `--config`'s `rewards`, `chat --rewards`,
+//! rollback|forget` read and change the stored adapter, `--config` takes the C API's JSON, a chat
+//! samples by default and `--greedy` chat stays greedy. The computed reward sources: `--config`'s `rewards`, `chat --rewards`,
 //! `/rate JSON` and `attune user feedback`.
 
 #[path = "../../tests/common/mod.rs"]
@@ -44,7 +44,7 @@ fn chat_feedback_survives_a_normal_exit_and_ctrl_c() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "chat failed: {err}");
-    assert!(!err.contains("greedy"), "a sampled chat says nothing about greedy replies");
+    assert!(err.contains("(sampled replies: temperature 0.8, min-p 0.05, top-p 1, repetition penalty 1.1;"), "{err}");
     let s = stats(store.path(), "sam");
     assert_eq!(s["counters"]["feedback"], 2, "{s}");
     assert_eq!((s["rewards"]["positive"].as_u64(), s["rewards"]["negative"].as_u64()), (Some(1), Some(1)), "{s}");
@@ -53,7 +53,7 @@ fn chat_feedback_survives_a_normal_exit_and_ctrl_c() {
     let mut child = attune()
         .arg("chat")
         .args(base_args(store.path()))
-        .args(["--user", "sam", "--max-new-tokens", "6"])
+        .args(["--user", "sam", "--max-new-tokens", "6", "--greedy"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -74,7 +74,7 @@ fn chat_feedback_survives_a_normal_exit_and_ctrl_c() {
             break;
         }
     }
-    assert!(greedy_note, "temperature 0 stays greedy and says so: {seen:?}");
+    assert!(greedy_note, "--greedy is greedy and says so: {seen:?}");
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
     let status = child.wait().unwrap();
@@ -161,4 +161,26 @@ fn reward_sources_from_config_flags_and_rate() {
     assert!(fb.status.success(), "{fb_err}");
     assert!(fb_err.contains(&format!("episode {id} sentiment")) && fb_err.contains(&format!("episode {id} thumbs")), "{fb_err}");
     assert_eq!(stats(store.path(), "eve")["counters"]["feedback"], 3);
+}
+
+#[test]
+fn chat_samples_by_default_and_says_how() {
+    let store = tempfile::tempdir().unwrap();
+    let mut child = attune()
+        .arg("chat")
+        .args(base_args(store.path()))
+        .args(["--user", "kim", "--max-new-tokens", "4", "--no-save"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hello\n/quit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chat failed: {err}");
+    assert!(err.contains("(sampled replies: temperature 0.7, min-p 0.05, top-p 1, repetition penalty 1.1; --greedy for greedy ones)"), "{err}");
+    // --greedy and --temperature together are refused by the argument parser.
+    let both = attune().arg("chat").args(base_args(store.path())).args(["--greedy", "--temperature", "0.5"]).stdin(Stdio::null()).output().unwrap();
+    assert!(!both.status.success());
 }

@@ -70,6 +70,13 @@ pub struct Episode {
     pub(crate) reward: Option<f64>,
     /// How many updates learned from this episode so far.
     pub(crate) learned: u32,
+    /// How many rolled-back updates its pending reward has been in (in memory only: a restart
+    /// gives the reward a fresh set of tries).
+    pub(crate) rollbacks: u32,
+    /// When its pending reward is already in the running baseline: the baseline's mean and
+    /// `sigma` from before it went in. A reward returned by a rolled-back update, or kept after an
+    /// error, is retried against these, and not counted again.
+    pub(crate) baseline_used: Option<(f64, f64)>,
 }
 
 impl Episode {
@@ -124,6 +131,8 @@ impl Episode {
             base: Vec::new(),
             reward: None,
             learned: 0,
+            rollbacks: 0,
+            baseline_used: None,
         }
     }
 
@@ -250,6 +259,8 @@ pub enum DropReason {
     Learned,
     /// The user's data was forgotten.
     Forgotten,
+    /// A demonstration whose updates were rolled back [`MAX_ROLLBACKS`] times.
+    RolledBack,
 }
 
 impl DropReason {
@@ -259,9 +270,14 @@ impl DropReason {
             DropReason::Evicted => "evicted: more episodes than learner.episode_capacity were recorded after it",
             DropReason::Learned => "a demonstration that was already learned from; it takes no feedback",
             DropReason::Forgotten => "issued before the user's data was forgotten",
+            DropReason::RolledBack => "a demonstration dropped after every update that tried to learn it was rolled back",
         }
     }
 }
+
+/// How many rolled-back updates a pending signal goes through before it is dropped: each retry runs
+/// at the halved learning rate the rollback left.
+pub const MAX_ROLLBACKS: u32 = 3;
 
 /// How many dropped ids keep their reason for error messages.
 const DROPPED_MEMORY: usize = 1024;
@@ -422,13 +438,32 @@ impl EpisodeBuffer {
         ready
     }
 
-    /// Puts episodes back after an update learned from them: replies stay (compact) for later
-    /// signals; demonstrations are done.
-    pub(crate) fn return_learned(&mut self, episodes: Vec<Episode>, learned: &[bool]) {
+    /// Puts episodes back after an update: replies stay (compact) for later signals;
+    /// demonstrations are done once learned. An episode not `learned` keeps its reward for the
+    /// next update; when the update was `rolled_back`, that counts as one of its
+    /// [`MAX_ROLLBACKS`] tries, after which the reward (a demonstration: the episode) is dropped.
+    /// Returns how many rewards were dropped that way.
+    pub(crate) fn return_learned(&mut self, episodes: Vec<Episode>, learned: &[bool], rolled_back: bool) -> usize {
+        let mut dropped = 0;
         for (mut e, &was_learned) in episodes.into_iter().zip(learned.iter().chain(std::iter::repeat(&false))) {
             if was_learned {
                 e.learned += 1;
                 e.reward = None;
+                e.rollbacks = 0;
+                e.baseline_used = None;
+            } else if rolled_back && (e.reward.is_some() || e.kind != EpisodeKind::Sampled) {
+                e.rollbacks += 1;
+                if e.rollbacks >= MAX_ROLLBACKS {
+                    dropped += 1;
+                    log::warn!("episode {}: its signal was dropped after {} rolled-back updates", e.id, e.rollbacks);
+                    if e.kind != EpisodeKind::Sampled {
+                        self.note_dropped(e.id, DropReason::RolledBack);
+                        continue;
+                    }
+                    e.reward = None;
+                    e.rollbacks = 0;
+                    e.baseline_used = None;
+                }
             }
             if e.kind != EpisodeKind::Sampled && e.learned > 0 {
                 self.note_dropped(e.id, DropReason::Learned);
@@ -443,6 +478,7 @@ impl EpisodeBuffer {
             }
         }
         self.compact_old();
+        dropped
     }
 
     /// Drops every episode, remembering that their ids belong to a forgotten user.

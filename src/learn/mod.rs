@@ -47,7 +47,7 @@ pub mod state;
 mod update;
 
 pub use config::{Algorithm, LearnerConfig};
-pub use episode::{DropReason, Episode, EpisodeBuffer, EpisodeKind, RecordSource};
+pub use episode::{DropReason, Episode, EpisodeBuffer, EpisodeKind, RecordSource, MAX_ROLLBACKS};
 pub use guard::Probes;
 pub use learner::Learner;
 pub use report::{FeedbackOutcome, LossTerms, ProbeStats, RewardPart, RollbackReason, SkipReason, UpdateOutcome, UpdateReport};

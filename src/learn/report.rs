@@ -177,6 +177,14 @@ pub struct UpdateReport {
     /// The reward sources of the feedback this update learned from, with their contributions.
     #[serde(default)]
     pub rewards: Vec<RewardPart>,
+    /// A rolled-back update: the episodes whose signals went back to the queue, to be retried
+    /// by the next update at the halved learning rate (0 otherwise).
+    #[serde(default)]
+    pub returned_episodes: usize,
+    /// A rolled-back update: the signals dropped because this was their last try
+    /// ([`crate::learn::MAX_ROLLBACKS`]).
+    #[serde(default)]
+    pub dropped_signals: usize,
 }
 
 impl UpdateReport {
@@ -209,6 +217,8 @@ impl UpdateReport {
             lr,
             elapsed_s: 0.0,
             rewards: Vec::new(),
+            returned_episodes: 0,
+            dropped_signals: 0,
         }
     }
 

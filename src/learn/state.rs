@@ -32,6 +32,11 @@ pub struct Counters {
     pub skipped: u64,
     /// Episodes dropped inside updates (importance ratio too large).
     pub skipped_episodes: u64,
+    /// Signals (an episode's pending reward, a demonstration) that a rolled-back update returned to
+    /// the queue, to be retried by the next update.
+    pub returned_signals: u64,
+    /// Signals dropped after [`crate::learn::MAX_ROLLBACKS`] rolled-back updates.
+    pub dropped_signals: u64,
     /// The id the next episode gets.
     pub next_id: u64,
     /// The adapter's version: bumped whenever its parameters change for good.

@@ -65,7 +65,8 @@ impl Learner {
             rep.target_age = Some(self.soft_q_target_age());
         }
         self.make_resident(&mut episodes, &mut rep);
-        let result = self.plan(&episodes, &replayed, &mut rep).and_then(|planned| {
+        let mut baselined = Vec::new();
+        let result = self.plan(&episodes, &replayed, &mut rep, &mut baselined).and_then(|planned| {
             if planned.is_empty() {
                 let outcome = if rep.failed_episodes > 0 && rep.skipped_episodes == 0 { SkipReason::NoSignal } else { SkipReason::RatioTooLarge };
                 Ok(self.skip(UpdateReport { outcome: UpdateOutcome::Skipped(outcome), ..rep }, start))
@@ -74,9 +75,16 @@ impl Learner {
             }
         });
         // Their rewards are consumed (learned, or dropped by a ratio check); replies stay for later
-        // signals. After an error they keep their rewards for the next update. Replayed episodes
-        // go back as they were.
-        let consumed: Vec<bool> = episodes.iter().map(|e| result.is_ok() && !replayed.contains_key(&e.id)).collect();
+        // signals. After an error, or a rolled-back step, they keep their rewards for the next
+        // update (a rollback counts as one of their tries), and the baseline, which has seen
+        // them, does not count them again. Replayed episodes go back as they were.
+        baselined.into_iter().for_each(|(i, b, s)| episodes[i].baseline_used = Some((b, s)));
+        let rolled_back = matches!(&result, Ok(r) if matches!(r.outcome, UpdateOutcome::RolledBack(_)));
+        let consumed: Vec<bool> = episodes.iter().map(|e| result.is_ok() && !rolled_back && !replayed.contains_key(&e.id)).collect();
+        if rolled_back {
+            let returned = episodes.iter().filter(|e| e.reward.is_some() || e.kind != EpisodeKind::Sampled).count();
+            self.counters.returned_signals += returned as u64;
+        }
         if soft_q {
             if let Ok(r) = &result {
                 let learned: Vec<(u64, f64)> = episodes
@@ -88,8 +96,15 @@ impl Learner {
                 self.soft_q_finish(&learned, r.accepted());
             }
         }
-        self.episodes.return_learned(episodes, &consumed);
-        result.map(|rep| self.report_parts(rep, &fresh))
+        let dropped = self.episodes.return_learned(episodes, &consumed, rolled_back);
+        self.counters.dropped_signals += dropped as u64;
+        result.map(|mut rep| {
+            if rolled_back {
+                rep.returned_episodes = rep.episodes;
+                rep.dropped_signals = dropped;
+            }
+            self.report_parts(rep, &fresh)
+        })
     }
 
     /// Rebuilds the records of compact episodes; those that cannot be rebuilt are dropped.
@@ -128,9 +143,11 @@ impl Learner {
 
     /// Chooses `c_t`, `beta` and value targets for each episode, and updates the baseline and
     /// critic statistics with this batch's rewards.
-    fn plan(&mut self, episodes: &[Episode], replayed: &HashMap<u64, f64>, rep: &mut UpdateReport) -> Result<Vec<Planned>> {
+    /// `baselined` receives the episodes whose rewards entered the baseline now, with the
+    /// baseline's mean and `sigma` before they did (what a retry of them is measured against).
+    fn plan(&mut self, episodes: &[Episode], replayed: &HashMap<u64, f64>, rep: &mut UpdateReport, baselined: &mut Vec<(usize, f64, f64)>) -> Result<Vec<Planned>> {
         let cfg = self.config.clone();
-        let sigma = self.stats.baseline.std(cfg.sigma_floor);
+        let (mean0, sigma0) = (self.stats.baseline.mean, self.stats.baseline.std(cfg.sigma_floor));
         // Leave-one-out baselines for rewarded replies that share a prompt.
         let mut groups: HashMap<&[u32], Vec<usize>> = HashMap::new();
         for (i, ep) in episodes.iter().enumerate() {
@@ -138,7 +155,10 @@ impl Learner {
                 groups.entry(&ep.prompt).or_default().push(i);
             }
         }
-        let mut baselines = vec![self.stats.baseline.mean; episodes.len()];
+        // A retried reward is measured against the baseline it first met, not one that has
+        // absorbed it.
+        let mut baselines: Vec<f64> = episodes.iter().map(|e| e.baseline_used.map_or(mean0, |(b, _)| b)).collect();
+        let sigmas: Vec<f64> = episodes.iter().map(|e| e.baseline_used.map_or(sigma0, |(_, s)| s)).collect();
         for idx in groups.values() {
             let rewards: Vec<f64> = idx.iter().map(|&i| episodes[i].reward.unwrap_or(0.0)).collect();
             if let Some(b) = advantage::rloo_baselines(&rewards) {
@@ -168,13 +188,18 @@ impl Learner {
                 let (k, loss) = self.soft_q_weights(ep, reward)?;
                 rep.loss.bellman += loss;
                 rep.replayed_episodes += usize::from(replayed.contains_key(&ep.id));
-                if !replayed.contains_key(&ep.id) {
+                if !replayed.contains_key(&ep.id) && ep.baseline_used.is_none() {
                     self.stats.baseline.push(reward, cfg.baseline_rate);
+                    baselined.push((i, mean0, sigma0));
                 }
                 planned.push(Planned { ep: i, weights: vec![0.0; n], beta: self.beta * kl_scale, targets: None, logit_weights: Some(k) });
                 continue;
             }
-            self.stats.baseline.push(reward, cfg.baseline_rate);
+            if ep.baseline_used.is_none() {
+                self.stats.baseline.push(reward, cfg.baseline_rate);
+                baselined.push((i, mean0, sigma0));
+            }
+            let sigma = sigmas[i];
             let flat = reinforce_weight(reward, baselines[i], sigma, cfg.advantage_clip, cfg.max_response_tokens);
             let mut weights = vec![flat; n];
             // The KL term is scaled like the policy term (divided by T_norm when the weights are),

@@ -123,6 +123,8 @@ pub fn to_record(state: &LearnerState, created_unix: u64) -> Result<AdapterRecor
         ("rolled_back", c.rolled_back),
         ("skipped", c.skipped),
         ("skipped_episodes", c.skipped_episodes),
+        ("returned_signals", c.returned_signals),
+        ("dropped_signals", c.dropped_signals),
         ("next_id", c.next_id),
         ("version", c.version),
         ("adam.A.step", a.a_step),
@@ -273,6 +275,9 @@ pub fn from_record(rec: &AdapterRecord, mut config: LearnerConfig) -> Result<Lea
             rolled_back: cnt("rolled_back")?,
             skipped: cnt("skipped")?,
             skipped_episodes: cnt("skipped_episodes")?,
+            // Absent from adapters saved before these counters existed.
+            returned_signals: rec.counters.get("returned_signals").copied().unwrap_or(0),
+            dropped_signals: rec.counters.get("dropped_signals").copied().unwrap_or(0),
             next_id: cnt("next_id")?,
             version: cnt("version")?,
         },
