@@ -44,6 +44,9 @@
  * later call on them returns ATTUNE_STATUS_RUNTIME_CLOSED, except attune_session_free (and
  * attune_session_user_id), which work as before. Memory is released when the runtime and all its
  * sessions are freed. Replies, reports and bytes stay valid after their session or runtime is freed.
+ * Runtime and session handles are ids, never reused in the life of the process: a freed (stale) or
+ * made-up handle returns ATTUNE_STATUS_INVALID_ARGUMENT and never reaches another user's session.
+ * Every number passed in has a documented range (docs/c-api.md, "Ranges"), checked on entry.
  *
  * Configuration (attune_runtime_new) is a JSON object (else ATTUNE_STATUS_INVALID_JSON); every
  * field is optional except engine.model_dir, and unknown fields are errors (ATTUNE_STATUS_CONFIG):
@@ -271,7 +274,8 @@ typedef struct attune_reply attune_reply;
 /**
  * A loaded model, its adapter store and learning settings. Shared by all threads: every
  * `attune_runtime_*` function may be called concurrently on the same runtime. Created by
- * `attune_runtime_new`, freed by `attune_runtime_free`.
+ * `attune_runtime_new`, freed by `attune_runtime_free`. The handle's value is an id that is never
+ * handed out again: a freed runtime's handle is refused with `ATTUNE_STATUS_INVALID_ARGUMENT`.
  */
 typedef struct attune_runtime attune_runtime;
 
@@ -281,7 +285,8 @@ typedef struct attune_runtime attune_runtime;
  * from this session's own text callback) returns `ATTUNE_STATUS_BUSY` and does nothing.
  * Different sessions may be used on different threads at the same time. The one call that may
  * run concurrently with another call on the same session is `attune_session_cancel`. Created by
- * `attune_session_new`, freed by `attune_session_free`.
+ * `attune_session_new`, freed by `attune_session_free`. The handle's value is an id that is never
+ * handed out again: a freed session's handle is refused with `ATTUNE_STATUS_INVALID_ARGUMENT`.
  */
 typedef struct attune_session attune_session;
 
@@ -846,11 +851,12 @@ attune_status attune_runtime_new(const char *config_json, attune_runtime **out_r
  * every later call on them returns `ATTUNE_STATUS_RUNTIME_CLOSED` (free them with
  * `attune_session_free`); a generation running on another thread stops at its next piece of text
  * and returns `ATTUNE_STATUS_RUNTIME_CLOSED`. The model's memory is released when the runtime
- * and all its sessions are freed. `attune_runtime_free(NULL)` does nothing.
+ * and all its sessions are freed. `attune_runtime_free(NULL)` does nothing, and so does freeing
+ * a handle that was freed already (or was never a runtime): handles are ids, never reused.
  *
  * # Safety
- * `runtime` is NULL or a runtime from `attune_runtime_new` not yet freed; it must not be used
- * after this call.
+ * None beyond the C signature: the handle is looked up, never dereferenced. After this call the
+ * handle is refused (`ATTUNE_STATUS_INVALID_ARGUMENT`) by every function.
  */
 void attune_runtime_free(attune_runtime *runtime);
 
@@ -1017,10 +1023,12 @@ attune_status attune_session_reset(attune_session *session);
 attune_status attune_session_forget(attune_session *session);
 
 /**
- * Saves the adapter, then writes it as a self-contained file image (for backup or moving to a
- * new device) to `*out_bytes`: owned, free with `attune_bytes_free`. With `store.encryption_key`
- * the image is encrypted under that key, so only a store with the same key can import it.
- * Statuses: `STORE` (no store configured), `IO`, `USER_FORGOTTEN`.
+ * Writes the session's adapter as a self-contained file image (for backup or moving to a new
+ * device) to `*out_bytes`: owned, free with `attune_bytes_free`. Saves no version and writes
+ * nothing to the store (unsaved changes are in the bytes; call `attune_session_save` to keep them
+ * in the store too). With `store.encryption_key` the image is encrypted under that key, so only a
+ * store with the same key can import it. Statuses: `STORE` (no store configured: the image carries
+ * the store's model fingerprint), `USER_FORGOTTEN`.
  *
  * # Safety
  * `session` is NULL or a live session; `out_bytes` is NULL or writable.

@@ -6,7 +6,7 @@ use attune::learn::{FeedbackOutcome, Reward, UpdateOutcome, UpdateReport};
 
 use crate::boundary::{self, handle, utf8, Fail, Out, Outcome};
 use crate::generate::parse_prompt;
-use crate::session::{attune_session, lock};
+use crate::session::{attune_session, find};
 use crate::status::*;
 
 /// The feedback was stored; it will be learned from at the next update.
@@ -61,8 +61,10 @@ impl attune_update_report {
 /// `session` is NULL or live; `out_outcome` is NULL or writable.
 unsafe fn feedback(session: *mut attune_session, episode_id: u64, reward: impl FnOnce() -> Outcome<Reward>, out_outcome: *mut u32) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promises above.
-        let ((_, mut st), out) = unsafe { (lock(session)?, Out::optional(out_outcome)) };
+        let s = find(session)?;
+        let mut st = s.lock()?;
+        // SAFETY: the caller's promise above.
+        let out = unsafe { Out::optional(out_outcome) };
         let reward = reward()?;
         let outcome = match st.session.feedback(episode_id, &reward)? {
             FeedbackOutcome::Queued => ATTUNE_FEEDBACK_QUEUED,
@@ -211,8 +213,8 @@ impl HostReward {
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_set_reward_callback(session: *mut attune_session, callback: attune_reward_callback, user_data: *mut c_void) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promises above.
-        let (_, mut st) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         let f = callback.map(|callback| {
             let host = HostReward { callback, user_data };
             Box::new(move |text: &str| host.call(text)) as attune::runtime::RewardFn
@@ -242,8 +244,8 @@ pub unsafe extern "C" fn attune_session_demonstrate(
         // SAFETY: the caller's promises above.
         let (prompt, reply, out) = unsafe { (utf8(prompt, "prompt")?, utf8(reply, "reply")?, Out::optional(out_episode_id)) };
         let prompt = parse_prompt(prompt_kind, prompt)?;
-        // SAFETY: as above.
-        let (_, mut st) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         let id = st.session.demonstrate(&prompt, reply)?;
         if let Some(out) = out {
             out.write(id);
@@ -264,7 +266,9 @@ pub unsafe extern "C" fn attune_session_demonstrate(
 pub unsafe extern "C" fn attune_session_update(session: *mut attune_session, out_report: *mut *mut attune_update_report) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
-        let (out, (_, mut st)) = unsafe { (Out::new(out_report, "out_report")?, lock(session)?) };
+        let out = unsafe { Out::new(out_report, "out_report")? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         let report = st.session.update()?;
         out.write(attune_update_report::boxed(&report));
         Ok(())
@@ -284,7 +288,9 @@ pub unsafe extern "C" fn attune_session_update(session: *mut attune_session, out
 pub unsafe extern "C" fn attune_session_last_report(session: *mut attune_session, out_report: *mut *mut attune_update_report) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
-        let (out, (_, st)) = unsafe { (Out::new(out_report, "out_report")?, lock(session)?) };
+        let out = unsafe { Out::new(out_report, "out_report")? };
+        let s = find(session)?;
+        let st = s.lock()?;
         let report = st.session.last_report().ok_or_else(|| Fail::new(ATTUNE_STATUS_NOT_FOUND, "no update has run in this session yet"))?;
         out.write(attune_update_report::boxed(report));
         Ok(())
@@ -303,8 +309,8 @@ pub unsafe extern "C" fn attune_session_last_report(session: *mut attune_session
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_flush(session: *mut attune_session) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promise above.
-        let (_, mut st) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         st.session.flush()?;
         Ok(())
     })
