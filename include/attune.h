@@ -317,9 +317,9 @@ typedef bool (*attune_text_callback)(void *user_data, const char *text, size_t l
 /**
  * The host's reward for a reply: `user_data` as given to `attune_session_set_reward_callback`,
  * and the reply's text (`len` bytes of UTF-8 followed by a NUL, borrowed until the callback
- * returns). Returns the reward on any scale (it is z-scored as the score "callback"); NaN or an
- * infinity makes the feedback call fail with `ATTUNE_STATUS_INVALID_REWARD`, and nothing is
- * learned from it.
+ * returns). Returns the reward on any scale within [-1e6, 1e6] (it is z-scored as the score
+ * "callback"); NaN, an infinity or a value outside that range makes the feedback call fail with
+ * `ATTUNE_STATUS_INVALID_REWARD`, and nothing is learned from it.
  */
 typedef double (*attune_reward_callback)(void *user_data, const char *text, size_t len);
 
@@ -674,7 +674,8 @@ attune_status attune_session_feedback_stars(attune_session *session,
 
 /**
  * Gives a model or classifier score on any scale (a satisfaction score, a sentiment value);
- * each `source` keeps its own running statistics that z-score it. `value` must be finite.
+ * each `source` keeps its own running statistics that z-score it. `value` must be in
+ * [-1e6, 1e6], else `INVALID_REWARD`.
  * Otherwise as `attune_session_feedback`.
  *
  * # Safety
@@ -688,7 +689,7 @@ attune_status attune_session_feedback_score(attune_session *session,
 
 /**
  * Gives named signals as JSON: one object or an array of them, each with exactly one signal and
- * an optional `"weight"` (default 1); the weighted signals are summed. Signals: `{"thumbs":
+ * an optional `"weight"` (default 1, in [-100, 100]); the weighted signals are summed. Signals: `{"thumbs":
  * true}`, `{"stars": 4}`, `{"outcome": -0.5}` (in [-1, 1]), `{"rule": 0.2}` (in [-1, 1]),
  * `{"score": {"source": "csat", "value": 72}}`, and the sources the library computes from the
  * reply: `{"coherence": {}}` (optionally the formula's weights `"nll"`, `"repetition"`,
@@ -699,7 +700,8 @@ attune_status attune_session_feedback_score(attune_session *session,
  * runtime's `rewards` configuration adds its sources to a reply's first feedback; `[]` asks for
  * those alone. Example: `[{"outcome": 1, "weight": 0.7}, {"stars": 5, "weight": 0.3}]`. Statuses
  * as `attune_session_feedback`, plus `INVALID_JSON` (unknown keys are named), `INVALID_REWARD`
- * (a computed value or the callback's result is not finite; nothing is learned),
+ * (a weight outside [-100, 100], a score outside [-1e6, 1e6], a computed value or the
+ * callback's result that is not finite or out of range; nothing is learned),
  * `INVALID_ARGUMENT` (a callback reward without a callback) and `CONFIG` (VADER's lexicon is
  * missing: run `make setup`).
  *

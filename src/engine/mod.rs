@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 pub use model::ModelInfo;
 pub use providers::{ActiveProvider, Provider, ProviderEntry, ProviderReport, ProviderSpec};
 
+/// The most intra-op threads a configuration may ask for (`engine.threads`): far more than any
+/// device has cores, and far fewer than would exhaust the process's threads.
+pub const MAX_THREADS: usize = 256;
+
 /// How the engine is set up: model folder, ONNX Runtime library, providers, threads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,7 +42,7 @@ pub struct EngineConfig {
     pub strict_providers: bool,
     /// Path of the WebGPU plugin library (default: `make setup`'s `.ort/`).
     pub webgpu_library: Option<PathBuf>,
-    /// Intra-op threads; 0 lets ONNX Runtime choose.
+    /// Intra-op threads; 0 lets ONNX Runtime choose. At most [`MAX_THREADS`].
     pub threads: usize,
     /// KV-cache capacity in tokens for one sequence; 0 uses min(model context, 2048).
     pub max_context: usize,

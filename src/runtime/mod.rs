@@ -127,6 +127,9 @@ impl RuntimeConfig {
             Error::InvalidArgument(m) => Error::Config(format!("generation.sampling.{m}")),
             e => e,
         })?;
+        if self.engine.threads > crate::engine::MAX_THREADS {
+            return Err(Error::Config(format!("engine.threads must be in 0..={} (0: ONNX Runtime chooses), got {}", crate::engine::MAX_THREADS, self.engine.threads)));
+        }
         if self.store.keep_versions == 0 {
             return Err(Error::Config("store.keep_versions must be at least 1".into()));
         }

@@ -66,6 +66,16 @@ static void configuration_ranges(void) {
     cfg = config_with(NULL, "\"adapter\": {\"top_k\": 0}", "0.8");
     EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(cfg, &rt));
     free(cfg);
+    /* A thread count no device has. */
+    {
+        char big[4096];
+        char *base = config_with(NULL, "", "0.8");
+        char *at = strstr(base, "\"threads\": 2");
+        snprintf(big, sizeof big, "%.*s\"threads\": 1000000000%s", (int)(at - base), base, at + strlen("\"threads\": 2"));
+        EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(big, &rt));
+        CHECK(error_mentions("engine.threads", "0..=256"));
+        free(base);
+    }
     /* A subnormal and a tiny temperature in the runtime's settings. */
     cfg = config_with(NULL, "", "1e-45");
     EXPECT_STATUS(ATTUNE_STATUS_CONFIG, attune_runtime_new(cfg, &rt));
