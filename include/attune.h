@@ -536,7 +536,9 @@ attune_status attune_last_error_message(char *buf, size_t len, size_t *needed);
  *
  * On success `*out_reply` is an owned reply: free it with `attune_reply_free`. Statuses:
  * `INVALID_ENUM`, `INVALID_UTF8`, `INVALID_JSON`, `INVALID_ARGUMENT` (empty prompt, bad setting),
- * `CONTEXT_OVERFLOW`, `BUSY`, `RUNTIME_CLOSED` (also when the runtime is freed during the call).
+ * `CONTEXT_OVERFLOW`, `BUSY`, `RUNTIME_CLOSED` (also when the runtime is freed during the call),
+ * `IO` (a recorded reply's episode id could not be durably reserved in the store, once every 64
+ * replies: nothing was generated and no id issued; try again once the store is writable).
  *
  * # Safety
  * `session` is NULL or a live session; `prompt` and `options_json` are NULL or NUL-terminated;
@@ -732,7 +734,8 @@ attune_status attune_session_set_reward_callback(attune_session *session,
  * Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
  * through the model and learned as a demonstration at the next update. `prompt_kind` and
  * `prompt` as for `attune_session_generate`. Writes the demonstration's episode id to
- * `*out_episode_id` (may be NULL); it takes no feedback.
+ * `*out_episode_id` (may be NULL); it takes no feedback. `IO` when its episode id could not be
+ * durably reserved (as for `attune_session_generate`).
  *
  * # Safety
  * `session` is NULL or a live session; `prompt` and `reply` are NULL or NUL-terminated;

@@ -151,7 +151,9 @@ unsafe fn generate(
 ///
 /// On success `*out_reply` is an owned reply: free it with `attune_reply_free`. Statuses:
 /// `INVALID_ENUM`, `INVALID_UTF8`, `INVALID_JSON`, `INVALID_ARGUMENT` (empty prompt, bad setting),
-/// `CONTEXT_OVERFLOW`, `BUSY`, `RUNTIME_CLOSED` (also when the runtime is freed during the call).
+/// `CONTEXT_OVERFLOW`, `BUSY`, `RUNTIME_CLOSED` (also when the runtime is freed during the call),
+/// `IO` (a recorded reply's episode id could not be durably reserved in the store, once every 64
+/// replies: nothing was generated and no id issued; try again once the store is writable).
 ///
 /// # Safety
 /// `session` is NULL or a live session; `prompt` and `options_json` are NULL or NUL-terminated;

@@ -229,7 +229,8 @@ pub unsafe extern "C" fn attune_session_set_reward_callback(session: *mut attune
 /// Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
 /// through the model and learned as a demonstration at the next update. `prompt_kind` and
 /// `prompt` as for `attune_session_generate`. Writes the demonstration's episode id to
-/// `*out_episode_id` (may be NULL); it takes no feedback.
+/// `*out_episode_id` (may be NULL); it takes no feedback. `IO` when its episode id could not be
+/// durably reserved (as for `attune_session_generate`).
 ///
 /// # Safety
 /// `session` is NULL or a live session; `prompt` and `reply` are NULL or NUL-terminated;

@@ -260,6 +260,8 @@ impl UserSession {
 
     /// Generates a reply with this user's adapter and records it as an episode. Under the
     /// supervised algorithm the user's last message is also recorded as language-model targets.
+    /// The episode id is durably reserved first (a block of [`ID_BLOCK`] at a time); when that
+    /// write fails this is the store's error ([`Error::Io`]) and nothing is generated or issued.
     pub fn generate(&mut self, prompt: &Prompt, opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Reply> {
         let opts = GenerateOptions { record: true, ..opts.clone() };
         // A finished background update's adapter is swapped in here, between two generations.
