@@ -44,6 +44,9 @@
  * later call on them returns ATTUNE_STATUS_RUNTIME_CLOSED, except attune_session_free (and
  * attune_session_user_id), which work as before. Memory is released when the runtime and all its
  * sessions are freed. Replies, reports and bytes stay valid after their session or runtime is freed.
+ * Runtime and session handles are ids, never reused in the life of the process: a freed (stale) or
+ * made-up handle returns ATTUNE_STATUS_INVALID_ARGUMENT and never reaches another user's session.
+ * Every number passed in has a documented range (docs/c-api.md, "Ranges"), checked on entry.
  *
  * Configuration (attune_runtime_new) is a JSON object (else ATTUNE_STATUS_INVALID_JSON); every
  * field is optional except engine.model_dir, and unknown fields are errors (ATTUNE_STATUS_CONFIG):
@@ -271,7 +274,8 @@ typedef struct attune_reply attune_reply;
 /**
  * A loaded model, its adapter store and learning settings. Shared by all threads: every
  * `attune_runtime_*` function may be called concurrently on the same runtime. Created by
- * `attune_runtime_new`, freed by `attune_runtime_free`.
+ * `attune_runtime_new`, freed by `attune_runtime_free`. The handle's value is an id that is never
+ * handed out again: a freed runtime's handle is refused with `ATTUNE_STATUS_INVALID_ARGUMENT`.
  */
 typedef struct attune_runtime attune_runtime;
 
@@ -281,7 +285,8 @@ typedef struct attune_runtime attune_runtime;
  * from this session's own text callback) returns `ATTUNE_STATUS_BUSY` and does nothing.
  * Different sessions may be used on different threads at the same time. The one call that may
  * run concurrently with another call on the same session is `attune_session_cancel`. Created by
- * `attune_session_new`, freed by `attune_session_free`.
+ * `attune_session_new`, freed by `attune_session_free`. The handle's value is an id that is never
+ * handed out again: a freed session's handle is refused with `ATTUNE_STATUS_INVALID_ARGUMENT`.
  */
 typedef struct attune_session attune_session;
 
@@ -312,9 +317,9 @@ typedef bool (*attune_text_callback)(void *user_data, const char *text, size_t l
 /**
  * The host's reward for a reply: `user_data` as given to `attune_session_set_reward_callback`,
  * and the reply's text (`len` bytes of UTF-8 followed by a NUL, borrowed until the callback
- * returns). Returns the reward on any scale (it is z-scored as the score "callback"); NaN or an
- * infinity makes the feedback call fail with `ATTUNE_STATUS_INVALID_REWARD`, and nothing is
- * learned from it.
+ * returns). Returns the reward on any scale within [-1e6, 1e6] (it is z-scored as the score
+ * "callback"); NaN, an infinity or a value outside that range makes the feedback call fail with
+ * `ATTUNE_STATUS_INVALID_REWARD`, and nothing is learned from it.
  */
 typedef double (*attune_reward_callback)(void *user_data, const char *text, size_t len);
 
@@ -531,7 +536,9 @@ attune_status attune_last_error_message(char *buf, size_t len, size_t *needed);
  *
  * On success `*out_reply` is an owned reply: free it with `attune_reply_free`. Statuses:
  * `INVALID_ENUM`, `INVALID_UTF8`, `INVALID_JSON`, `INVALID_ARGUMENT` (empty prompt, bad setting),
- * `CONTEXT_OVERFLOW`, `BUSY`, `RUNTIME_CLOSED` (also when the runtime is freed during the call).
+ * `CONTEXT_OVERFLOW`, `BUSY`, `RUNTIME_CLOSED` (also when the runtime is freed during the call),
+ * `IO` (a recorded reply's episode id could not be durably reserved in the store, once every 64
+ * replies: nothing was generated and no id issued; try again once the store is writable).
  *
  * # Safety
  * `session` is NULL or a live session; `prompt` and `options_json` are NULL or NUL-terminated;
@@ -669,7 +676,8 @@ attune_status attune_session_feedback_stars(attune_session *session,
 
 /**
  * Gives a model or classifier score on any scale (a satisfaction score, a sentiment value);
- * each `source` keeps its own running statistics that z-score it. `value` must be finite.
+ * each `source` keeps its own running statistics that z-score it. `value` must be in
+ * [-1e6, 1e6], else `INVALID_REWARD`.
  * Otherwise as `attune_session_feedback`.
  *
  * # Safety
@@ -683,7 +691,7 @@ attune_status attune_session_feedback_score(attune_session *session,
 
 /**
  * Gives named signals as JSON: one object or an array of them, each with exactly one signal and
- * an optional `"weight"` (default 1); the weighted signals are summed. Signals: `{"thumbs":
+ * an optional `"weight"` (default 1, in [-100, 100]); the weighted signals are summed. Signals: `{"thumbs":
  * true}`, `{"stars": 4}`, `{"outcome": -0.5}` (in [-1, 1]), `{"rule": 0.2}` (in [-1, 1]),
  * `{"score": {"source": "csat", "value": 72}}`, and the sources the library computes from the
  * reply: `{"coherence": {}}` (optionally the formula's weights `"nll"`, `"repetition"`,
@@ -694,7 +702,8 @@ attune_status attune_session_feedback_score(attune_session *session,
  * runtime's `rewards` configuration adds its sources to a reply's first feedback; `[]` asks for
  * those alone. Example: `[{"outcome": 1, "weight": 0.7}, {"stars": 5, "weight": 0.3}]`. Statuses
  * as `attune_session_feedback`, plus `INVALID_JSON` (unknown keys are named), `INVALID_REWARD`
- * (a computed value or the callback's result is not finite; nothing is learned),
+ * (a weight outside [-100, 100], a score outside [-1e6, 1e6], a computed value or the
+ * callback's result that is not finite or out of range; nothing is learned),
  * `INVALID_ARGUMENT` (a callback reward without a callback) and `CONFIG` (VADER's lexicon is
  * missing: run `make setup`).
  *
@@ -725,7 +734,8 @@ attune_status attune_session_set_reward_callback(attune_session *session,
  * Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
  * through the model and learned as a demonstration at the next update. `prompt_kind` and
  * `prompt` as for `attune_session_generate`. Writes the demonstration's episode id to
- * `*out_episode_id` (may be NULL); it takes no feedback.
+ * `*out_episode_id` (may be NULL); it takes no feedback. `IO` when its episode id could not be
+ * durably reserved (as for `attune_session_generate`).
  *
  * # Safety
  * `session` is NULL or a live session; `prompt` and `reply` are NULL or NUL-terminated;
@@ -846,11 +856,12 @@ attune_status attune_runtime_new(const char *config_json, attune_runtime **out_r
  * every later call on them returns `ATTUNE_STATUS_RUNTIME_CLOSED` (free them with
  * `attune_session_free`); a generation running on another thread stops at its next piece of text
  * and returns `ATTUNE_STATUS_RUNTIME_CLOSED`. The model's memory is released when the runtime
- * and all its sessions are freed. `attune_runtime_free(NULL)` does nothing.
+ * and all its sessions are freed. `attune_runtime_free(NULL)` does nothing, and so does freeing
+ * a handle that was freed already (or was never a runtime): handles are ids, never reused.
  *
  * # Safety
- * `runtime` is NULL or a runtime from `attune_runtime_new` not yet freed; it must not be used
- * after this call.
+ * None beyond the C signature: the handle is looked up, never dereferenced. After this call the
+ * handle is refused (`ATTUNE_STATUS_INVALID_ARGUMENT`) by every function.
  */
 void attune_runtime_free(attune_runtime *runtime);
 
@@ -1017,10 +1028,12 @@ attune_status attune_session_reset(attune_session *session);
 attune_status attune_session_forget(attune_session *session);
 
 /**
- * Saves the adapter, then writes it as a self-contained file image (for backup or moving to a
- * new device) to `*out_bytes`: owned, free with `attune_bytes_free`. With `store.encryption_key`
- * the image is encrypted under that key, so only a store with the same key can import it.
- * Statuses: `STORE` (no store configured), `IO`, `USER_FORGOTTEN`.
+ * Writes the session's adapter as a self-contained file image (for backup or moving to a new
+ * device) to `*out_bytes`: owned, free with `attune_bytes_free`. Saves no version and writes
+ * nothing to the store (unsaved changes are in the bytes; call `attune_session_save` to keep them
+ * in the store too). With `store.encryption_key` the image is encrypted under that key, so only a
+ * store with the same key can import it. Statuses: `STORE` (no store configured: the image carries
+ * the store's model fingerprint), `USER_FORGOTTEN`.
  *
  * # Safety
  * `session` is NULL or a live session; `out_bytes` is NULL or writable.

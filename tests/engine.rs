@@ -77,6 +77,36 @@ fn prefill_keeps_only_the_last_row_and_it_matches_the_full_pass() {
     assert_eq!(last.logits(), full.logits());
 }
 
+/// Teacher forcing a reply keeps the reply's rows only: `forward_last(k)` gives exactly the last
+/// `k` rows of the full pass, and no others.
+#[test]
+fn teacher_forcing_keeps_only_the_rows_it_uses() {
+    let model = common::load(common::tiny_dir());
+    let engine = model.engine();
+    let ids = model.tokenizer().encode("A long prompt, then a short reply whose rows are the only ones used.").unwrap();
+    let (v, d, n) = (engine.info().vocab_size, engine.info().hidden_size, ids.len());
+    let mut full = engine.new_sequence().unwrap();
+    engine.forward(&mut full, &ids, true).unwrap();
+    for k in [1, 3, n - 1, n, n + 5] {
+        let mut some = engine.new_sequence().unwrap();
+        engine.forward_last(&mut some, &ids, k).unwrap();
+        let k = k.min(n);
+        assert_eq!(some.rows(), k);
+        assert_eq!(some.logits().len(), k * v, "only {k} rows of logits are kept");
+        assert_eq!(some.logits(), &full.logits()[(n - k) * v..], "the last {k} rows' logits");
+        assert_eq!(some.hidden(), &full.hidden()[(n - k) * d..], "the last {k} rows' hidden states");
+    }
+    // A compact episode's rebuild gives the same records as the full pass would.
+    let (prompt, reply) = ids.split_at(n - 4);
+    let recs = model.teacher_force_ids(prompt, reply, 1.0).unwrap();
+    assert_eq!(recs.len(), 4);
+    for (j, r) in recs.iter().enumerate() {
+        let row = prompt.len() - 1 + j;
+        assert_eq!(r.token, reply[j]);
+        assert_eq!(r.hidden, &full.hidden()[row * d..(row + 1) * d], "record {j}'s hidden state is the row that predicts it");
+    }
+}
+
 #[test]
 fn seeded_generation_is_reproducible_and_streams_the_reply() {
     let model = common::load(common::tiny_dir());

@@ -146,3 +146,22 @@ fn invalid_values_are_clear_errors() {
     let e = Sampler::new(SamplingConfig { top_p: 1.5, ..SamplingConfig::default() }).unwrap_err().to_string();
     assert!(e.contains("top_p"), "{e}");
 }
+
+/// A subnormal or tiny positive temperature made `1 / temperature` infinite and the softmax NaN;
+/// it is refused, naming the range. 0 stays greedy, and the limits themselves are accepted.
+#[test]
+fn temperature_has_a_range() {
+    for t in [1e-45, f32::MIN_POSITIVE, 1e-6, attune::generate::MIN_TEMPERATURE * 0.5, attune::generate::MAX_TEMPERATURE * 2.0, f32::INFINITY] {
+        let e = Sampler::new(SamplingConfig { temperature: t, ..SamplingConfig::default() }).unwrap_err().to_string();
+        assert!(e.contains("invalid argument") && e.contains("temperature must be 0 (greedy) or in [0.001, 1000]"), "{t}: {e}");
+    }
+    let z = [1.0f32, 3.0, 2.0, -1.0];
+    for t in [0.0, attune::generate::MIN_TEMPERATURE, attune::generate::MAX_TEMPERATURE] {
+        let mut s = Sampler::new(SamplingConfig { temperature: t, ..SamplingConfig::default() }).unwrap();
+        let d = s.sample(&z).unwrap();
+        if t <= attune::generate::MIN_TEMPERATURE {
+            // Greedy, and the smallest temperature is as sharp as greedy on these logits.
+            assert_eq!(d.token, 1, "temperature {t}");
+        }
+    }
+}

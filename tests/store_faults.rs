@@ -248,7 +248,9 @@ fn session_survives(fault: &Tmpfs, errno: i32, break_it: impl FnOnce() -> Option
     assert_eq!(s.learner().counters().updates, 5);
     let msg = assert_io(s.save().unwrap_err(), errno, &root);
     eprintln!("session save: {msg}");
-    assert!(matches!(s.export(), Err(Error::Io { .. })), "export saves first, and fails the same way");
+    // Export writes nothing, so it works during the fault, and its bytes are what the session has.
+    let exported = s.export().expect("export writes nothing");
+    assert!(!exported.is_empty());
     turn(&mut s, 6);
     assert_eq!(s.learner().counters().updates, 6, "the session learned on after the failed save");
     assert_eq!(on_disk(store, "+1 555 0100"), before, "the disk still holds the last good version and pending file");
@@ -281,4 +283,35 @@ fn a_session_keeps_working_on_a_read_only_store() {
         fault.set_read_only(true);
         None
     }, |_| fault.set_read_only(false));
+}
+
+/// A reply's episode id is durably reserved before it is issued (a block of `ID_BLOCK` at a time).
+/// When that write fails, the generate call that needed the id fails with the I/O error and issues
+/// no id (it used to log the failure and issue the id anyway, so after a crash the id could name
+/// another reply); once the store is writable the next reply gets the first id, and the
+/// reservation on disk covers it.
+#[test]
+fn a_failed_id_reservation_is_an_error_of_the_call_that_needed_it() {
+    let fault = Tmpfs::new("1m");
+    let root = fault.path().join("store");
+    let rt = runtime(&root);
+    let user = "+1 555 0101";
+    let mut s = rt.open_session(user).unwrap();
+    let opts = GenerateOptions { sampling: SamplingConfig { temperature: 1.0, seed: 3, ..SamplingConfig::default() }, max_new_tokens: 4, ..GenerateOptions::default() };
+    let prompt = Prompt::Chat(vec![Message::user("Hello there.")]);
+    fault.set_read_only(true);
+    let msg = assert_io(s.generate(&prompt, &opts, &mut |_| true).unwrap_err(), EROFS, &root);
+    eprintln!("generate without a reservation: {msg}");
+    assert_eq!(s.learner().next_episode_id(), 0, "no id was issued");
+    assert_eq!(s.learner().episodes().count(), 0, "no episode was recorded");
+    // Unrecorded replies need no id and still work.
+    s.generate_unrecorded(&prompt, &opts, &mut |_| true).unwrap();
+    fault.set_read_only(false);
+    let id = s.generate(&prompt, &opts, &mut |_| true).unwrap().episode_id;
+    assert_eq!(id, 0);
+    let pending = rt.store().unwrap().load_pending(user).unwrap().expect("pending.attune exists").expect("pending.attune is intact");
+    assert_eq!(pending.reserved_ids, attune::runtime::ID_BLOCK, "the reservation on disk covers the id");
+    drop(s);
+    drop(rt);
+    assert_no_temp_files(fault.path());
 }

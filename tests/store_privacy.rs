@@ -351,3 +351,29 @@ fn one_open_session_per_user_and_runtime() {
     drop((again, bob));
     rt.open_session("alice").unwrap();
 }
+
+/// Export writes the session's adapter as bytes without saving a version, so exports never push
+/// the saved versions out of the rollback history; the bytes hold the unsaved changes too.
+#[test]
+fn export_saves_no_new_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let store = rt.store().unwrap();
+    let mut s = rt.open_session(PHONE).unwrap();
+    turn(&mut s, 1);
+    assert_eq!(s.save().unwrap(), 1);
+    let saved = s.learner().adapter().clone();
+    turn(&mut s, 2);
+    assert_ne!(s.learner().adapter(), &saved, "the second update changed the adapter after the save");
+    let versions = store.list_versions(PHONE).unwrap();
+    let bytes: Vec<Vec<u8>> = (0..5).map(|_| s.export().unwrap()).collect();
+    assert_eq!(store.list_versions(PHONE).unwrap(), versions, "five exports saved no version");
+    // Another user imports the unsaved adapter exactly.
+    let mut other = rt.open_session("+1 555 0199").unwrap();
+    other.import(&bytes[0]).unwrap();
+    assert_eq!(other.learner().adapter(), s.learner().adapter());
+    // Rollback still finds the first save one step back.
+    s.save().unwrap();
+    s.rollback(1).unwrap();
+    assert_eq!(s.learner().adapter(), &saved);
+}

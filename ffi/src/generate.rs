@@ -7,7 +7,7 @@ use attune::generate::{FinishReason, Prompt};
 use attune_host::json::PromptKind;
 
 use crate::boundary::{self, enum_value, handle, utf8, utf8_opt, Fail, Out, Outcome};
-use crate::session::{attune_session, lock};
+use crate::session::{attune_session, find};
 use crate::status::*;
 
 /// The prompt is raw text, tokenised as is (no chat template).
@@ -95,8 +95,8 @@ unsafe fn generate(
     // SAFETY: the caller's promises (see `attune_session_generate`).
     let (prompt, json, out) = unsafe { (utf8(prompt, "prompt")?, utf8_opt(options_json, "options_json")?, Out::new(out_reply, "out_reply")?) };
     let prompt = parse_prompt(prompt_kind, prompt)?;
-    // SAFETY: as above.
-    let (s, mut st) = unsafe { lock(session)? };
+    let s = find(session)?;
+    let mut st = s.lock()?;
     let opts = attune_host::json::options(&s.shared.runtime.config().generation, json)?;
     let shared = &s.shared;
     let mut piece = Vec::new();
@@ -151,7 +151,9 @@ unsafe fn generate(
 ///
 /// On success `*out_reply` is an owned reply: free it with `attune_reply_free`. Statuses:
 /// `INVALID_ENUM`, `INVALID_UTF8`, `INVALID_JSON`, `INVALID_ARGUMENT` (empty prompt, bad setting),
-/// `CONTEXT_OVERFLOW`, `BUSY`, `RUNTIME_CLOSED` (also when the runtime is freed during the call).
+/// `CONTEXT_OVERFLOW`, `BUSY`, `RUNTIME_CLOSED` (also when the runtime is freed during the call),
+/// `IO` (a recorded reply's episode id could not be durably reserved in the store, once every 64
+/// replies: nothing was generated and no id issued; try again once the store is writable).
 ///
 /// # Safety
 /// `session` is NULL or a live session; `prompt` and `options_json` are NULL or NUL-terminated;

@@ -6,7 +6,7 @@ use attune::learn::{FeedbackOutcome, Reward, UpdateOutcome, UpdateReport};
 
 use crate::boundary::{self, handle, utf8, Fail, Out, Outcome};
 use crate::generate::parse_prompt;
-use crate::session::{attune_session, lock};
+use crate::session::{attune_session, find};
 use crate::status::*;
 
 /// The feedback was stored; it will be learned from at the next update.
@@ -61,8 +61,10 @@ impl attune_update_report {
 /// `session` is NULL or live; `out_outcome` is NULL or writable.
 unsafe fn feedback(session: *mut attune_session, episode_id: u64, reward: impl FnOnce() -> Outcome<Reward>, out_outcome: *mut u32) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promises above.
-        let ((_, mut st), out) = unsafe { (lock(session)?, Out::optional(out_outcome)) };
+        let s = find(session)?;
+        let mut st = s.lock()?;
+        // SAFETY: the caller's promise above.
+        let out = unsafe { Out::optional(out_outcome) };
         let reward = reward()?;
         let outcome = match st.session.feedback(episode_id, &reward)? {
             FeedbackOutcome::Queued => ATTUNE_FEEDBACK_QUEUED,
@@ -125,7 +127,8 @@ pub unsafe extern "C" fn attune_session_feedback_stars(session: *mut attune_sess
 }
 
 /// Gives a model or classifier score on any scale (a satisfaction score, a sentiment value);
-/// each `source` keeps its own running statistics that z-score it. `value` must be finite.
+/// each `source` keeps its own running statistics that z-score it. `value` must be in
+/// [-1e6, 1e6], else `INVALID_REWARD`.
 /// Otherwise as `attune_session_feedback`.
 ///
 /// # Safety
@@ -143,7 +146,7 @@ pub unsafe extern "C" fn attune_session_feedback_score(
 }
 
 /// Gives named signals as JSON: one object or an array of them, each with exactly one signal and
-/// an optional `"weight"` (default 1); the weighted signals are summed. Signals: `{"thumbs":
+/// an optional `"weight"` (default 1, in [-100, 100]); the weighted signals are summed. Signals: `{"thumbs":
 /// true}`, `{"stars": 4}`, `{"outcome": -0.5}` (in [-1, 1]), `{"rule": 0.2}` (in [-1, 1]),
 /// `{"score": {"source": "csat", "value": 72}}`, and the sources the library computes from the
 /// reply: `{"coherence": {}}` (optionally the formula's weights `"nll"`, `"repetition"`,
@@ -154,7 +157,8 @@ pub unsafe extern "C" fn attune_session_feedback_score(
 /// runtime's `rewards` configuration adds its sources to a reply's first feedback; `[]` asks for
 /// those alone. Example: `[{"outcome": 1, "weight": 0.7}, {"stars": 5, "weight": 0.3}]`. Statuses
 /// as `attune_session_feedback`, plus `INVALID_JSON` (unknown keys are named), `INVALID_REWARD`
-/// (a computed value or the callback's result is not finite; nothing is learned),
+/// (a weight outside [-100, 100], a score outside [-1e6, 1e6], a computed value or the
+/// callback's result that is not finite or out of range; nothing is learned),
 /// `INVALID_ARGUMENT` (a callback reward without a callback) and `CONFIG` (VADER's lexicon is
 /// missing: run `make setup`).
 ///
@@ -173,9 +177,9 @@ pub unsafe extern "C" fn attune_session_feedback_json(
 
 /// The host's reward for a reply: `user_data` as given to `attune_session_set_reward_callback`,
 /// and the reply's text (`len` bytes of UTF-8 followed by a NUL, borrowed until the callback
-/// returns). Returns the reward on any scale (it is z-scored as the score "callback"); NaN or an
-/// infinity makes the feedback call fail with `ATTUNE_STATUS_INVALID_REWARD`, and nothing is
-/// learned from it.
+/// returns). Returns the reward on any scale within [-1e6, 1e6] (it is z-scored as the score
+/// "callback"); NaN, an infinity or a value outside that range makes the feedback call fail with
+/// `ATTUNE_STATUS_INVALID_REWARD`, and nothing is learned from it.
 pub type attune_reward_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, text: *const c_char, len: usize) -> f64>;
 
 /// The callback and its `user_data`, moved into the session's reward function.
@@ -211,8 +215,8 @@ impl HostReward {
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_set_reward_callback(session: *mut attune_session, callback: attune_reward_callback, user_data: *mut c_void) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promises above.
-        let (_, mut st) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         let f = callback.map(|callback| {
             let host = HostReward { callback, user_data };
             Box::new(move |text: &str| host.call(text)) as attune::runtime::RewardFn
@@ -225,7 +229,8 @@ pub unsafe extern "C" fn attune_session_set_reward_callback(session: *mut attune
 /// Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
 /// through the model and learned as a demonstration at the next update. `prompt_kind` and
 /// `prompt` as for `attune_session_generate`. Writes the demonstration's episode id to
-/// `*out_episode_id` (may be NULL); it takes no feedback.
+/// `*out_episode_id` (may be NULL); it takes no feedback. `IO` when its episode id could not be
+/// durably reserved (as for `attune_session_generate`).
 ///
 /// # Safety
 /// `session` is NULL or a live session; `prompt` and `reply` are NULL or NUL-terminated;
@@ -242,8 +247,8 @@ pub unsafe extern "C" fn attune_session_demonstrate(
         // SAFETY: the caller's promises above.
         let (prompt, reply, out) = unsafe { (utf8(prompt, "prompt")?, utf8(reply, "reply")?, Out::optional(out_episode_id)) };
         let prompt = parse_prompt(prompt_kind, prompt)?;
-        // SAFETY: as above.
-        let (_, mut st) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         let id = st.session.demonstrate(&prompt, reply)?;
         if let Some(out) = out {
             out.write(id);
@@ -264,7 +269,9 @@ pub unsafe extern "C" fn attune_session_demonstrate(
 pub unsafe extern "C" fn attune_session_update(session: *mut attune_session, out_report: *mut *mut attune_update_report) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
-        let (out, (_, mut st)) = unsafe { (Out::new(out_report, "out_report")?, lock(session)?) };
+        let out = unsafe { Out::new(out_report, "out_report")? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         let report = st.session.update()?;
         out.write(attune_update_report::boxed(&report));
         Ok(())
@@ -284,7 +291,9 @@ pub unsafe extern "C" fn attune_session_update(session: *mut attune_session, out
 pub unsafe extern "C" fn attune_session_last_report(session: *mut attune_session, out_report: *mut *mut attune_update_report) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
-        let (out, (_, st)) = unsafe { (Out::new(out_report, "out_report")?, lock(session)?) };
+        let out = unsafe { Out::new(out_report, "out_report")? };
+        let s = find(session)?;
+        let st = s.lock()?;
         let report = st.session.last_report().ok_or_else(|| Fail::new(ATTUNE_STATUS_NOT_FOUND, "no update has run in this session yet"))?;
         out.write(attune_update_report::boxed(report));
         Ok(())
@@ -303,8 +312,8 @@ pub unsafe extern "C" fn attune_session_last_report(session: *mut attune_session
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_flush(session: *mut attune_session) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promise above.
-        let (_, mut st) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         st.session.flush()?;
         Ok(())
     })

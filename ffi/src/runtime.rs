@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use attune::runtime::Runtime;
 
-use crate::boundary::{self, fill, handle, utf8, Fail, Out, Outcome};
+use attune_host::handle::Registry;
+
+use crate::boundary::{self, fill, utf8, Fail, Out, Outcome};
 use crate::status::*;
 
 /// A loaded model, its adapter store and learning settings. Shared by all threads: every
 /// `attune_runtime_*` function may be called concurrently on the same runtime. Created by
-/// `attune_runtime_new`, freed by `attune_runtime_free`.
+/// `attune_runtime_new`, freed by `attune_runtime_free`. The handle's value is an id that is never
+/// handed out again: a freed runtime's handle is refused with `ATTUNE_STATUS_INVALID_ARGUMENT`.
 pub struct attune_runtime {
     pub(crate) shared: Arc<Shared>,
 }
@@ -39,6 +42,20 @@ impl Shared {
     }
 }
 
+/// The live runtimes by handle (the bindings' shared registry: ids are never reused).
+static RUNTIMES: Registry<attune_runtime> = Registry::new();
+
+/// The runtime behind a handle: NULL is `NULL_ARGUMENT`; a freed, never-issued or forged handle is
+/// `INVALID_ARGUMENT`. Never dereferences the handle.
+pub(crate) fn find(runtime: *const attune_runtime) -> Outcome<Arc<attune_runtime>> {
+    if runtime.is_null() {
+        return Err(Fail::new(ATTUNE_STATUS_NULL_ARGUMENT, "runtime is NULL"));
+    }
+    RUNTIMES.get(runtime as usize as u64).ok_or_else(|| {
+        Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "runtime is not a live runtime (freed already, or never a runtime handle)")
+    })
+}
+
 /// Parses the configuration and loads the runtime.
 fn new_runtime(config_json: &str) -> Outcome<attune_runtime> {
     let runtime = Runtime::new(attune_host::json::config(config_json)?)?;
@@ -64,7 +81,8 @@ pub unsafe extern "C" fn attune_runtime_new(config_json: *const c_char, out_runt
         // SAFETY: the caller's promises above.
         let (json, out) = unsafe { (utf8(config_json, "config_json")?, Out::new(out_runtime, "out_runtime")?) };
         let rt = new_runtime(json)?;
-        out.write(Box::into_raw(Box::new(rt)));
+        let id = RUNTIMES.insert(Arc::new(rt));
+        out.write(id as usize as *mut attune_runtime);
         Ok(())
     })
 }
@@ -73,18 +91,17 @@ pub unsafe extern "C" fn attune_runtime_new(config_json: *const c_char, out_runt
 /// every later call on them returns `ATTUNE_STATUS_RUNTIME_CLOSED` (free them with
 /// `attune_session_free`); a generation running on another thread stops at its next piece of text
 /// and returns `ATTUNE_STATUS_RUNTIME_CLOSED`. The model's memory is released when the runtime
-/// and all its sessions are freed. `attune_runtime_free(NULL)` does nothing.
+/// and all its sessions are freed. `attune_runtime_free(NULL)` does nothing, and so does freeing
+/// a handle that was freed already (or was never a runtime): handles are ids, never reused.
 ///
 /// # Safety
-/// `runtime` is NULL or a runtime from `attune_runtime_new` not yet freed; it must not be used
-/// after this call.
+/// None beyond the C signature: the handle is looked up, never dereferenced. After this call the
+/// handle is refused (`ATTUNE_STATUS_INVALID_ARGUMENT`) by every function.
 #[no_mangle]
 pub unsafe extern "C" fn attune_runtime_free(runtime: *mut attune_runtime) {
     boundary::infallible((), || {
-        if !runtime.is_null() {
-            // SAFETY: `runtime` came from `Box::into_raw` in `attune_runtime_new` and is freed once
-            // (the caller's promise).
-            let rt = unsafe { Box::from_raw(runtime) };
+        // A NULL, freed or unknown handle does nothing.
+        if let Some(rt) = RUNTIMES.remove(runtime as usize as u64) {
             rt.shared.closed.store(true, Ordering::Release);
         }
     })
@@ -99,7 +116,8 @@ pub unsafe extern "C" fn attune_runtime_free(runtime: *mut attune_runtime) {
 pub unsafe extern "C" fn attune_runtime_context_tokens(runtime: *const attune_runtime, out_tokens: *mut usize) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
-        let (rt, out) = unsafe { (handle(runtime, "runtime")?, Out::new(out_tokens, "out_tokens")?) };
+        let out = unsafe { Out::new(out_tokens, "out_tokens")? };
+        let rt = find(runtime)?;
         out.write(rt.shared.runtime.model().engine().capacity());
         Ok(())
     })
@@ -123,8 +141,7 @@ pub unsafe extern "C" fn attune_runtime_context_tokens(runtime: *const attune_ru
 #[no_mangle]
 pub unsafe extern "C" fn attune_runtime_stats_json(runtime: *const attune_runtime, buf: *mut c_char, len: usize, needed: *mut usize) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promise above.
-        let rt = unsafe { handle(runtime, "runtime")? };
+        let rt = find(runtime)?;
         let stats = rt.shared.runtime.stats();
         // Plain structs with string keys: serialising cannot fail (a panic would become
         // ATTUNE_STATUS_PANIC at the boundary).
@@ -149,7 +166,8 @@ pub unsafe extern "C" fn attune_runtime_stats_json(runtime: *const attune_runtim
 pub unsafe extern "C" fn attune_runtime_forget_user(runtime: *const attune_runtime, user_id: *const c_char, out_existed: *mut bool) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
-        let (rt, user, out) = unsafe { (handle(runtime, "runtime")?, utf8(user_id, "user_id")?, Out::optional(out_existed)) };
+        let (user, out) = unsafe { (utf8(user_id, "user_id")?, Out::optional(out_existed)) };
+        let rt = find(runtime)?;
         if user.is_empty() {
             return Err(Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "user_id must not be empty"));
         }

@@ -1,17 +1,22 @@
 //! `attune_session`: one user's adapter and learner. Used by one thread at a time, enforced with a
 //! `try_lock`: a concurrent call gets `ATTUNE_STATUS_BUSY` instead of waiting or racing. The one
-//! exception is `attune_session_cancel`, which takes only the registry's lock and never the
-//! session's, so that it can stop a generation running on another thread.
+//! exception is `attune_session_cancel`, which never takes the session's lock, so that it can stop
+//! a generation running on another thread.
+//!
+//! A session handle is not an address: it is a number from the bindings' shared [`Registry`]
+//! (the same layer the JNI binding uses), never reused for the life of the process, so a freed
+//! (stale) or made-up handle is refused, never a use after free and never another user's session.
 
-use std::collections::BTreeSet;
 use std::ffi::{c_char, CString};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use attune::generate::CancelHandle;
 use attune::runtime::UserSession;
+use attune_host::handle::Registry;
 
 use crate::boundary::{self, bytes, fill, handle, utf8, Fail, Out, Outcome};
-use crate::runtime::{attune_runtime, Shared};
+use crate::runtime::{self as rt_handle, attune_runtime, Shared};
 use crate::status::*;
 
 /// One user's session: the user's adapter, pending episodes and learner. Used by one thread at a
@@ -19,14 +24,17 @@ use crate::status::*;
 /// from this session's own text callback) returns `ATTUNE_STATUS_BUSY` and does nothing.
 /// Different sessions may be used on different threads at the same time. The one call that may
 /// run concurrently with another call on the same session is `attune_session_cancel`. Created by
-/// `attune_session_new`, freed by `attune_session_free`.
+/// `attune_session_new`, freed by `attune_session_free`. The handle's value is an id that is never
+/// handed out again: a freed session's handle is refused with `ATTUNE_STATUS_INVALID_ARGUMENT`.
 pub struct attune_session {
     pub(crate) shared: Arc<Shared>,
     user: CString,
     /// Outside the session's lock: `attune_session_cancel` uses it while a generation holds the
     /// lock.
     cancel: CancelHandle,
-    state: Mutex<SessionState>,
+    /// `None` once `attune_session_free` ran (a call that found the session just before the free
+    /// then sees it freed).
+    state: Mutex<Option<SessionState>>,
 }
 
 /// What the session's lock protects.
@@ -34,50 +42,66 @@ pub(crate) struct SessionState {
     pub session: UserSession,
 }
 
-/// The addresses of the sessions that exist. A call checks membership and takes the session's own
-/// lock while holding this one, and `attune_session_free` checks that the session is idle and
-/// removes it while holding it too, so a session can never be freed between a call's check and
-/// its use (and a freed or foreign pointer is an error instead of a use after free).
-static LIVE: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+/// The live sessions by handle.
+static SESSIONS: Registry<attune_session> = Registry::new();
 
-fn live() -> MutexGuard<'static, BTreeSet<usize>> {
-    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+/// The registry id a handle carries.
+fn id_of(session: *const attune_session) -> u64 {
+    session as usize as u64
 }
 
-/// `session` as a reference if it is a live session.
-///
-/// # Safety
-/// `session` is NULL or a pointer this library handed out; `live` is the held registry.
-unsafe fn checked<'a>(session: *const attune_session, live: &BTreeSet<usize>) -> Outcome<&'a attune_session> {
-    if !session.is_null() && !live.contains(&(session as usize)) {
-        return Err(Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "session is not a live session (already freed?)"));
+/// The session behind a handle: NULL is `NULL_ARGUMENT`; a freed, never-issued or forged handle
+/// is `INVALID_ARGUMENT`. Never dereferences the handle.
+pub(crate) fn find(session: *const attune_session) -> Outcome<Arc<attune_session>> {
+    if session.is_null() {
+        return Err(Fail::new(ATTUNE_STATUS_NULL_ARGUMENT, "session is NULL"));
     }
-    // SAFETY: NULL is refused by `handle`; otherwise the registry says the session exists, and it
-    // cannot be freed while the registry is held.
-    unsafe { handle(session, "session") }
+    SESSIONS.get(id_of(session)).ok_or_else(|| {
+        Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "session is not a live session (freed already, or never a session handle)")
+    })
 }
 
-/// Locks `session` for one call: NULL, a freed session, a closed runtime, a busy session or a
-/// session poisoned by an earlier panic fail here.
-///
-/// # Safety
-/// `session` is NULL or a pointer from `attune_session_new`.
-pub(crate) unsafe fn lock<'a>(session: *const attune_session) -> Outcome<(&'a attune_session, MutexGuard<'a, SessionState>)> {
-    let registry = live();
-    // SAFETY: forwarded from the caller; the registry is held.
-    let s = unsafe { checked(session, &registry)? };
-    s.shared.check_open()?;
-    // The session's lock is taken before the registry is released: once it is held, free sees the
-    // session busy and leaves it alone.
-    match s.state.try_lock() {
-        Ok(guard) => Ok((s, guard)),
-        Err(TryLockError::WouldBlock) => Err(Fail::new(
-            ATTUNE_STATUS_BUSY,
-            "the session is in use by another call (another thread, or its own callback); a session is used by one thread at a time",
-        )),
-        Err(TryLockError::Poisoned(_)) => {
-            Err(Fail::new(ATTUNE_STATUS_PANIC, "an earlier call on this session panicked; its state is unknown: free the session and open a new one"))
+/// The session's state, locked for one call.
+pub(crate) struct Locked<'a>(MutexGuard<'a, Option<SessionState>>);
+
+impl Deref for Locked<'_> {
+    type Target = SessionState;
+    fn deref(&self) -> &SessionState {
+        // `Locked` is only built around `Some` (see `attune_session::lock`).
+        self.0.as_ref().expect("a locked session is open")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut SessionState {
+        self.0.as_mut().expect("a locked session is open")
+    }
+}
+
+impl attune_session {
+    /// Locks the session for one call: a closed runtime, a busy session, a session poisoned by an
+    /// earlier panic or one freed meanwhile fail here.
+    pub(crate) fn lock(&self) -> Outcome<Locked<'_>> {
+        self.shared.check_open()?;
+        let guard = match self.state.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::WouldBlock) => {
+                return Err(Fail::new(
+                    ATTUNE_STATUS_BUSY,
+                    "the session is in use by another call (another thread, or its own callback); a session is used by one thread at a time",
+                ))
+            }
+            Err(TryLockError::Poisoned(_)) => {
+                return Err(Fail::new(
+                    ATTUNE_STATUS_PANIC,
+                    "an earlier call on this session panicked; its state is unknown: free the session and open a new one",
+                ))
+            }
+        };
+        if guard.is_none() {
+            return Err(Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "session is not a live session (freed already)"));
         }
+        Ok(Locked(guard))
     }
 }
 
@@ -102,15 +126,15 @@ pub(crate) unsafe fn lock<'a>(session: *const attune_session) -> Outcome<(&'a at
 pub unsafe extern "C" fn attune_session_new(runtime: *const attune_runtime, user_id: *const c_char, out_session: *mut *mut attune_session) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
-        let (rt, user, out) = unsafe { (handle(runtime, "runtime")?, utf8(user_id, "user_id")?, Out::new(out_session, "out_session")?) };
+        let (user, out) = unsafe { (utf8(user_id, "user_id")?, Out::new(out_session, "out_session")?) };
+        let rt = rt_handle::find(runtime)?;
         rt.shared.check_open()?;
         let session = rt.shared.runtime.open_session(user)?;
         let user = CString::new(user).map_err(|_| Fail::new(ATTUNE_STATUS_INVALID_ARGUMENT, "user_id contains NUL"))?;
         let cancel = session.cancel_handle();
-        let handle = attune_session { shared: Arc::clone(&rt.shared), user, cancel, state: Mutex::new(SessionState { session }) };
-        let ptr = Box::into_raw(Box::new(handle));
-        live().insert(ptr as usize);
-        out.write(ptr);
+        let handle = attune_session { shared: Arc::clone(&rt.shared), user, cancel, state: Mutex::new(Some(SessionState { session })) };
+        let id = SESSIONS.insert(Arc::new(handle));
+        out.write(id as usize as *mut attune_session);
         Ok(())
     })
 }
@@ -133,18 +157,16 @@ pub unsafe extern "C" fn attune_session_free(session: *mut attune_session) -> at
         if session.is_null() {
             return Ok(());
         }
-        let mut registry = live();
-        // SAFETY: `session` is non-NULL; `checked` refuses pointers that are not live sessions.
-        let s = unsafe { checked(session, &registry)? };
-        if matches!(s.state.try_lock(), Err(TryLockError::WouldBlock)) {
-            return Err(Fail::new(ATTUNE_STATUS_BUSY, "the session is in use by another call; it was not freed"));
-        }
-        // No call holds the session's lock, and none can start: they check the registry first.
-        registry.remove(&(session as usize));
-        drop(registry);
-        // SAFETY: `session` came from `Box::into_raw` in `attune_session_new`, was live until the
-        // line above and no call is using it.
-        drop(unsafe { Box::from_raw(session) });
+        let s = find(session)?;
+        let taken = match s.state.try_lock() {
+            Ok(mut guard) => guard.take(),
+            Err(TryLockError::WouldBlock) => return Err(Fail::new(ATTUNE_STATUS_BUSY, "the session is in use by another call; it was not freed")),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().take(),
+        };
+        // The user is released here (their claim goes with the `UserSession`), even while a call
+        // that found the handle just before still holds the object: it sees the session freed.
+        drop(taken);
+        SESSIONS.remove(id_of(session));
         Ok(())
     })
 }
@@ -168,10 +190,9 @@ pub unsafe extern "C" fn attune_session_free(session: *mut attune_session) -> at
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_cancel(session: *const attune_session, out_cancelled: *mut bool) -> attune_status {
     boundary::status(|| {
-        let registry = live();
-        // SAFETY: the caller's promises above; the registry is held, so the session cannot be
-        // freed during the call.
-        let (s, out) = unsafe { (checked(session, &registry)?, Out::optional(out_cancelled)) };
+        let s = find(session)?;
+        // SAFETY: the caller's promise above.
+        let out = unsafe { Out::optional(out_cancelled) };
         let stopped = s.cancel.cancel();
         if let Some(out) = out {
             out.write(stopped);
@@ -188,9 +209,10 @@ pub unsafe extern "C" fn attune_session_cancel(session: *const attune_session, o
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_user_id(session: *const attune_session, out_user_id: *mut *const c_char) -> attune_status {
     boundary::status(|| {
-        let registry = live();
-        // SAFETY: the caller's promises above; the registry is held.
-        let (s, out) = unsafe { (checked(session, &registry)?, Out::new(out_user_id, "out_user_id")?) };
+        // SAFETY: the caller's promise above.
+        let out = unsafe { Out::new(out_user_id, "out_user_id")? };
+        let s = find(session)?;
+        // The name lives in the session object, which the registry holds until the free.
         out.write(s.user.as_ptr());
         Ok(())
     })
@@ -207,8 +229,10 @@ pub unsafe extern "C" fn attune_session_user_id(session: *const attune_session, 
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_save(session: *mut attune_session, out_version: *mut u64) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promises above.
-        let ((_, mut st), out) = unsafe { (lock(session)?, Out::optional(out_version)) };
+        let s = find(session)?;
+        let mut st = s.lock()?;
+        // SAFETY: the caller's promise above.
+        let out = unsafe { Out::optional(out_version) };
         let v = st.session.save()?;
         if let Some(out) = out {
             out.write(v);
@@ -228,8 +252,8 @@ pub unsafe extern "C" fn attune_session_save(session: *mut attune_session, out_v
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_rollback(session: *mut attune_session, steps_back: u32) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promise above.
-        let (_, mut st) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         st.session.rollback(steps_back as usize)?;
         Ok(())
     })
@@ -244,8 +268,8 @@ pub unsafe extern "C" fn attune_session_rollback(session: *mut attune_session, s
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_reset(session: *mut attune_session) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promise above.
-        let (_, mut st) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         st.session.reset()?;
         Ok(())
     })
@@ -263,8 +287,8 @@ pub unsafe extern "C" fn attune_session_reset(session: *mut attune_session) -> a
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_forget(session: *mut attune_session) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promise above.
-        let (_, mut st) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         st.session.forget()?;
         Ok(())
     })
@@ -276,10 +300,12 @@ pub struct attune_bytes {
     data: Box<[u8]>,
 }
 
-/// Saves the adapter, then writes it as a self-contained file image (for backup or moving to a
-/// new device) to `*out_bytes`: owned, free with `attune_bytes_free`. With `store.encryption_key`
-/// the image is encrypted under that key, so only a store with the same key can import it.
-/// Statuses: `STORE` (no store configured), `IO`, `USER_FORGOTTEN`.
+/// Writes the session's adapter as a self-contained file image (for backup or moving to a new
+/// device) to `*out_bytes`: owned, free with `attune_bytes_free`. Saves no version and writes
+/// nothing to the store (unsaved changes are in the bytes; call `attune_session_save` to keep them
+/// in the store too). With `store.encryption_key` the image is encrypted under that key, so only a
+/// store with the same key can import it. Statuses: `STORE` (no store configured: the image carries
+/// the store's model fingerprint), `USER_FORGOTTEN`.
 ///
 /// # Safety
 /// `session` is NULL or a live session; `out_bytes` is NULL or writable.
@@ -287,7 +313,9 @@ pub struct attune_bytes {
 pub unsafe extern "C" fn attune_session_export(session: *mut attune_session, out_bytes: *mut *mut attune_bytes) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
-        let (out, (_, mut st)) = unsafe { (Out::new(out_bytes, "out_bytes")?, lock(session)?) };
+        let out = unsafe { Out::new(out_bytes, "out_bytes")? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         let data = st.session.export()?.into_boxed_slice();
         out.write(Box::into_raw(Box::new(attune_bytes { data })));
         Ok(())
@@ -307,7 +335,9 @@ pub unsafe extern "C" fn attune_session_export(session: *mut attune_session, out
 pub unsafe extern "C" fn attune_session_import(session: *mut attune_session, data: *const u8, len: usize) -> attune_status {
     boundary::status(|| {
         // SAFETY: the caller's promises above.
-        let (data, (_, mut st)) = unsafe { (bytes(data, len, "data")?, lock(session)?) };
+        let data = unsafe { bytes(data, len, "data")? };
+        let s = find(session)?;
+        let mut st = s.lock()?;
         st.session.import(data)?;
         Ok(())
     })
@@ -360,8 +390,8 @@ pub unsafe extern "C" fn attune_bytes_free(bytes: *mut attune_bytes) {
 #[no_mangle]
 pub unsafe extern "C" fn attune_session_stats_json(session: *mut attune_session, buf: *mut c_char, len: usize, needed: *mut usize) -> attune_status {
     boundary::status(|| {
-        // SAFETY: the caller's promise above.
-        let (s, mut guard) = unsafe { lock(session)? };
+        let s = find(session)?;
+        let mut guard = s.lock()?;
         let st = &mut *guard;
         let report = st.session.last_report().cloned();
         let mut json = attune_host::json::stats(s.user.to_str().unwrap_or_default(), &mut st.session, report.as_ref()).to_string().into_bytes();

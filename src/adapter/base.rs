@@ -155,7 +155,9 @@ impl Ord for Entry {
 /// The ids of the `k` largest values (ties to the lower id) among `items`, which come in ascending
 /// id order; unsorted.
 fn heap_top_k(items: impl Iterator<Item = (f32, u32)>, k: usize) -> Vec<u32> {
-    let mut heap: BinaryHeap<Entry> = BinaryHeap::with_capacity(k + 1);
+    // Never more slots than there are items (a configured `k` may exceed a small kept set).
+    let most = items.size_hint().1.unwrap_or(k);
+    let mut heap: BinaryHeap<Entry> = BinaryHeap::with_capacity(k.min(most).saturating_add(1));
     for (x, v) in items {
         if heap.len() < k {
             heap.push(Entry(x, v));

@@ -198,7 +198,7 @@ fn sums3(e: &[f32], d: &[f32], t: &[f32]) -> (f64, f64, f64) {
 /// Marks the `k` largest entries of `e` in `mark`, seeding the selection with `seed` (the base
 /// top-k, usually close to the answer) and skipping blocks whose maximum cannot enter.
 fn mark_top_k(e: &[f32], k: usize, seed: &[u32], in_heap: &mut [bool], mark: &mut [bool]) {
-    let mut heap: BinaryHeap<Entry> = BinaryHeap::with_capacity(k + 1);
+    let mut heap: BinaryHeap<Entry> = BinaryHeap::with_capacity(k.min(e.len()) + 1);
     let offer = |heap: &mut BinaryHeap<Entry>, in_heap: &mut [bool], v: usize| {
         if in_heap[v] {
             return;

@@ -10,6 +10,11 @@ use crate::error::{Error, Result};
 /// The largest supported rank; the logits hook keeps `u = A h` on the stack up to this size.
 pub const MAX_RANK: usize = 64;
 
+/// The largest `top_k` a configuration may ask for, whatever the model (2^20). A runtime also caps
+/// it at its model's vocabulary size (`Runtime::new`, and imported adapters): there are no more
+/// rows than that to update. (The math itself treats a larger `top_k` as the whole vocabulary.)
+pub const MAX_TOP_K: usize = 1 << 20;
+
 /// Shape and initialisation of a head adapter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,7 +24,8 @@ pub struct LoraConfig {
     /// LoRA's `alpha`; the update is scaled by `s = alpha / r`.
     pub alpha: f32,
     /// How many of the most probable tokens of each position get their row of `B` updated (besides
-    /// the sampled token); the sparse Adam step touches no other row.
+    /// the sampled token); the sparse Adam step touches no other row. 1 ..= [`MAX_TOP_K`]; a
+    /// runtime also refuses more than its model's vocabulary size.
     pub top_k: usize,
     /// Seed of the random initialisation of `A`.
     pub seed: u64,
@@ -48,8 +54,8 @@ impl LoraConfig {
         if !self.alpha.is_finite() || self.alpha <= 0.0 {
             return Err(Error::Config(format!("adapter alpha must be finite and > 0, got {}", self.alpha)));
         }
-        if self.top_k == 0 {
-            return Err(Error::Config("adapter top_k must be at least 1".into()));
+        if self.top_k == 0 || self.top_k > MAX_TOP_K {
+            return Err(Error::Config(format!("learner.adapter.top_k must be in 1..={MAX_TOP_K}, got {}", self.top_k)));
         }
         Ok(())
     }
@@ -118,9 +124,14 @@ impl LoraHead {
     /// Rebuilds an adapter from plain data under `config`'s rank, checking every size.
     pub fn from_parts(config: &LoraConfig, parts: &HeadParts) -> Result<LoraHead> {
         let (d, vocab) = (parts.hidden_size as usize, parts.vocab_size as usize);
-        let mut head = LoraHead::new(config, d, vocab)?;
         let r = config.rank;
         let bad = |what: &str| Error::InvalidArgument(format!("adapter parts: {what}"));
+        // `A` and the value head are dense: their data must match `d` before anything of that
+        // size is allocated (a stated `d` far beyond the data would otherwise be allocated first).
+        if Some(parts.a.len()) != r.checked_mul(d) || parts.value_w.len() != d {
+            return Err(bad("A or the value head does not match the hidden size"));
+        }
+        let mut head = LoraHead::new(config, d, vocab)?;
         head.a = Array2::from_shape_vec((r, d), parts.a.clone()).map_err(|_| bad("A has the wrong size"))?;
         if parts.value_w.len() != d {
             return Err(bad("the value head has the wrong size"));

@@ -24,5 +24,5 @@ mod sparse;
 pub use adam::{AdamParams, AdamParts, AdamState};
 pub use base::{BaseScratch, BaseStats};
 pub use cpu::{CpuMath, Strategy};
-pub use head::{HeadParts, LoraConfig, LoraHead, MAX_RANK};
+pub use head::{HeadParts, LoraConfig, LoraHead, MAX_RANK, MAX_TOP_K};
 pub use math::{AdapterMath, GradEpisode, GradStats, HeadGrad, TokenEval};

@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 pub use model::ModelInfo;
 pub use providers::{ActiveProvider, Provider, ProviderEntry, ProviderReport, ProviderSpec};
 
+/// The most intra-op threads a configuration may ask for (`engine.threads`): far more than any
+/// device has cores, and far fewer than would exhaust the process's threads.
+pub const MAX_THREADS: usize = 256;
+
 /// How the engine is set up: model folder, ONNX Runtime library, providers, threads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,7 +42,7 @@ pub struct EngineConfig {
     pub strict_providers: bool,
     /// Path of the WebGPU plugin library (default: `make setup`'s `.ort/`).
     pub webgpu_library: Option<PathBuf>,
-    /// Intra-op threads; 0 lets ONNX Runtime choose.
+    /// Intra-op threads; 0 lets ONNX Runtime choose. At most [`MAX_THREADS`].
     pub threads: usize,
     /// KV-cache capacity in tokens for one sequence; 0 uses min(model context, 2048).
     pub max_context: usize,
@@ -194,12 +198,21 @@ impl Engine {
 
     /// Runs `tokens` through the model after what `seq` already holds, appending them to its KV cache.
     ///
-    /// With `all_rows` the logits and hidden states of every new position are kept (teacher forcing);
-    /// otherwise only the last position's.
+    /// With `all_rows` the logits and hidden states of every new position are kept; otherwise only
+    /// the last position's.
     pub fn forward(&self, seq: &mut Sequence, tokens: &[u32], all_rows: bool) -> Result<()> {
+        self.forward_last(seq, tokens, if all_rows { tokens.len() } else { 1 })
+    }
+
+    /// [`Engine::forward`] keeping the logits and hidden states of the last `rows` new positions
+    /// only (at least 1, at most `tokens.len()`): teacher forcing a reply after a long prompt keeps
+    /// the reply's rows, not a V-wide row for every prompt position. Where the graph has the
+    /// `logits_to_keep` input, the other positions never reach the LM head.
+    pub fn forward_last(&self, seq: &mut Sequence, tokens: &[u32], rows: usize) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("forward needs at least one token".into()));
         }
+        let want = rows.clamp(1, tokens.len());
         let total = seq.len + tokens.len();
         if total > seq.capacity {
             return Err(Error::ContextOverflow { prompt: total, context: seq.capacity });
@@ -231,12 +244,12 @@ impl Engine {
             let p: Vec<i64> = (seq.len..total).map(|x| x as i64).collect();
             seq.binding.bind_input(pos, &Tensor::from_array(([1usize, n], p))?)?;
         }
-        // Without `all_rows` only the last position reaches the LM head, where the graph allows it.
+        // Only the last `want` positions reach the LM head, where the graph allows it (0: all).
         let kept = match &names.logits_to_keep {
             Some(name) => {
-                let keep = if all_rows { 0 } else { 1 };
+                let keep = if want == n { 0 } else { want };
                 seq.binding.bind_input(name, &Tensor::from_array(([1usize], vec![keep as i64]))?)?;
-                if all_rows { n } else { 1 }
+                want
             }
             None => n,
         };
@@ -266,7 +279,7 @@ impl Engine {
         if lshape.num_elements() != kept * vocab || hshape.num_elements() != kept * d {
             return Err(Error::Ort(format!("unexpected output shapes: logits {lshape:?}, hidden_states {hshape:?}")));
         }
-        let (start, rows) = if all_rows { (0, kept) } else { (kept - 1, 1) };
+        let (start, rows) = (kept - want, want);
         seq.logits.clear();
         seq.logits.extend_from_slice(&logits[start * vocab..kept * vocab]);
         seq.hidden.clear();

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 pub use cancel::{CancelHandle, Progress};
 pub use record::{RecordedSampling, TokenRecord};
-pub use sampler::{Sampler, SamplingConfig};
+pub use sampler::{Sampler, SamplingConfig, MAX_TEMPERATURE, MIN_TEMPERATURE};
 
 /// Something that changes the base logits of a position before sampling, given its hidden state.
 /// The adapter of a user implements it; with no hook the base model samples unchanged.
@@ -314,13 +314,16 @@ impl Model {
             return Err(Error::ContextOverflow { prompt: all.len(), context: self.engine.capacity() });
         }
         let mut seq = self.take_sequence()?;
-        let res = self.engine.forward(&mut seq, &all, true);
+        // Only the rows that predict the reply's tokens (the last `reply.len()` positions) are kept:
+        // a long prompt's positions would each cost a V-wide row of logits that is never read.
+        let res = self.engine.forward_last(&mut seq, &all, reply.len());
         let out = res.map(|()| {
             let (mut buf, mut row_logits, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
             let p0 = prompt_tokens.len();
             (0..reply.len())
                 .map(|j| {
-                    let row = p0 + j - 1;
+                    // Row j is position p0 - 1 + j, the one that predicts reply[j].
+                    let row = j;
                     row_logits.clear();
                     row_logits.extend_from_slice(&seq.logits()[row * v..(row + 1) * v]);
                     let seen = &all[..p0 + j];

@@ -10,11 +10,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The smallest positive temperature: below it `1 / temperature` overflows the logits' scale
+/// (at 1e-45 it is infinite in f32 and the softmax turns NaN). Use 0 for greedy decoding.
+pub const MIN_TEMPERATURE: f32 = 1e-3;
+
+/// The largest temperature: far above it every token is equally likely.
+pub const MAX_TEMPERATURE: f32 = 1e3;
+
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplingConfig {
-    /// Softmax temperature; 0 means greedy (argmax, lowest id on ties).
+    /// Softmax temperature; 0 means greedy (argmax, lowest id on ties), otherwise in
+    /// [[`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]].
     pub temperature: f32,
     /// Keep only the `top_k` most likely tokens; 0 keeps all.
     pub top_k: usize,
@@ -44,8 +52,11 @@ impl SamplingConfig {
     /// Checks every value; an invalid one is an [`Error::InvalidArgument`] naming it.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
-        if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad(format!("temperature must be finite and >= 0, got {}", self.temperature));
+        if !(self.temperature == 0.0 || (MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&self.temperature)) {
+            return bad(format!(
+                "temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got {}",
+                self.temperature
+            ));
         }
         if !self.top_p.is_finite() || self.top_p <= 0.0 || self.top_p > 1.0 {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));

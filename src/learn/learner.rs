@@ -21,6 +21,21 @@ use crate::adapter::{AdamParams, AdamState, AdapterMath, BaseScratch, CpuMath, H
 use crate::error::{Error, Result};
 use crate::generate::{RecordedSampling, TokenRecord};
 
+/// A copy of a learner's state from before an update ([`Learner::checkpoint`]).
+pub(crate) struct Checkpoint {
+    config: LearnerConfig,
+    head: LoraHead,
+    adam: AdamState,
+    lr: f64,
+    stats: RewardStats,
+    rate: RateLimiter,
+    sign_run: SignRun,
+    beta: f64,
+    episodes: EpisodeBuffer,
+    counters: Counters,
+    softq: SoftQState,
+}
+
 /// The adapter, its optimiser, the math that runs them and the current learning rate.
 pub(crate) struct Policy {
     pub head: LoraHead,
@@ -455,6 +470,41 @@ impl Learner {
     pub fn forget_episodes(&mut self) {
         self.episodes.forget_all();
         self.softq.forget();
+    }
+
+    /// Everything an update may change, copied (the math implementation and its scratch buffers
+    /// excepted): what [`Learner::rewind`] goes back to when an update did not finish.
+    pub(crate) fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            config: self.config.clone(),
+            head: self.policy.head.clone(),
+            adam: self.policy.adam.clone(),
+            lr: self.policy.lr,
+            stats: self.stats.clone(),
+            // The probes (the base model's replies) do not change in an update: not copied.
+            rate: self.guards.rate.clone(),
+            sign_run: self.guards.sign_run,
+            beta: self.beta,
+            episodes: self.episodes.clone(),
+            counters: self.counters,
+            softq: self.softq.clone(),
+        }
+    }
+
+    /// Goes back to `cp`: the adapter, its optimiser and statistics, and the held episodes with
+    /// their rewards, as they were when it was taken.
+    pub(crate) fn rewind(&mut self, cp: Checkpoint) {
+        self.config = cp.config;
+        self.policy.head = cp.head;
+        self.policy.adam = cp.adam;
+        self.policy.lr = cp.lr;
+        self.stats = cp.stats;
+        self.guards.rate = cp.rate;
+        self.guards.sign_run = cp.sign_run;
+        self.beta = cp.beta;
+        self.episodes = cp.episodes;
+        self.counters = cp.counters;
+        self.softq = cp.softq;
     }
 
     /// A learner rebuilt from a stored state.

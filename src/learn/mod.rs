@@ -52,6 +52,6 @@ pub use guard::Probes;
 pub use learner::Learner;
 pub use report::{FeedbackOutcome, LossTerms, ProbeStats, RewardPart, RollbackReason, SkipReason, UpdateOutcome, UpdateReport};
 pub use coherence::{CoherenceTerms, CoherenceWeights};
-pub use reward::{Reward, RewardSource, Rule, RuleSet, RunningStats, ScoreStats, SentimentOf};
+pub use reward::{Reward, RewardSource, Rule, RuleSet, RunningStats, ScoreStats, SentimentOf, MAX_REWARD_WEIGHT, MAX_SCORE};
 pub use sources::RewardsConfig;
 pub use state::{Counters, LearnerState, RewardHistory, STATE_VERSION};

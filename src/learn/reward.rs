@@ -170,6 +170,15 @@ impl ScoreStats {
     }
 }
 
+/// The largest weight of one reward signal, in absolute value. Weights are relative (a signal's
+/// share of the reward), so a larger one only scales the reward, and a huge one (3e38) moved the
+/// running baseline so far that later advantages collapsed to a constant for thousands of updates.
+pub const MAX_REWARD_WEIGHT: f32 = 100.0;
+
+/// The largest model score, in absolute value. Scores are on the source's own scale and are
+/// z-scored under its name; values beyond this would dominate its running statistics.
+pub const MAX_SCORE: f32 = 1e6;
+
 /// Turns feedback into one finite scalar: thumbs +-1, stars (n - 3) / 2, scalars and rules as given
 /// (they must lie in [-1, 1]), scores z-scored; then the weighted sum.
 pub fn combine(reward: &Reward, scores: &mut ScoreStats, rate: f64, floor: f64, clip: f64) -> Result<f64> {
@@ -184,15 +193,17 @@ pub fn combine_parts(reward: &Reward, scores: &mut ScoreStats, rate: f64, floor:
     }
     // Check everything before any score statistic changes.
     for (w, src) in &reward.parts {
-        if !w.is_finite() {
-            return bad(format!("weight {w} is not finite"));
+        if !(w.is_finite() && w.abs() <= MAX_REWARD_WEIGHT) {
+            return bad(format!("weight {w} is outside [-{MAX_REWARD_WEIGHT}, {MAX_REWARD_WEIGHT}]"));
         }
         match src {
             RewardSource::Stars(n) if !(1..=5).contains(n) => return bad(format!("{n} stars is outside 1..=5")),
             RewardSource::Scalar(x) | RewardSource::Rule(x) if !(x.is_finite() && (-1.0..=1.0).contains(x)) => {
                 return bad(format!("value {x} is not a finite number in [-1, 1]"));
             }
-            RewardSource::Score { value, .. } if !value.is_finite() => return bad(format!("score {value} is not finite")),
+            RewardSource::Score { value, .. } if !(value.is_finite() && value.abs() <= MAX_SCORE) => {
+                return bad(format!("score {value} is outside [-{MAX_SCORE:e}, {MAX_SCORE:e}]"))
+            }
             s if s.is_computed() => {
                 return bad(format!("the {} reward is computed from the reply by a session (UserSession::feedback), not by the learner", s.name()))
             }
@@ -280,11 +291,11 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Compiles `(weight, rule)` pairs; weights must be finite and not all zero, regular expressions
+    /// Compiles `(weight, rule)` pairs; weights must be in +-[`MAX_REWARD_WEIGHT`] and not all zero, regular expressions
     /// valid, length tolerances at least 1.
     pub fn new(rules: Vec<(f32, Rule)>) -> Result<RuleSet> {
-        if rules.is_empty() || rules.iter().any(|(w, _)| !w.is_finite()) || rules.iter().all(|(w, _)| *w == 0.0) {
-            return Err(Error::InvalidArgument("rule weights must be finite and not all zero".into()));
+        if rules.is_empty() || rules.iter().any(|(w, _)| !(w.is_finite() && w.abs() <= MAX_REWARD_WEIGHT)) || rules.iter().all(|(w, _)| *w == 0.0) {
+            return Err(Error::InvalidArgument(format!("rule weights must be in [-{MAX_REWARD_WEIGHT}, {MAX_REWARD_WEIGHT}] and not all zero")));
         }
         let mut out = Vec::with_capacity(rules.len());
         for (w, rule) in rules {
@@ -387,8 +398,23 @@ mod tests {
             Reward::score("m", f32::NAN),
             Reward::thumbs(true).and(f32::NAN, RewardSource::Thumbs(true)),
             Reward { parts: vec![] },
+            // Finite but absurd: these moved the running baseline to about 1e37.
+            Reward { parts: vec![(3e38, RewardSource::Thumbs(true))] },
+            Reward { parts: vec![(-1e30, RewardSource::Scalar(1.0))] },
+            Reward { parts: vec![(MAX_REWARD_WEIGHT * 1.01, RewardSource::Thumbs(true))] },
+            Reward::score("m", 1e7),
+            Reward::score("m", -MAX_SCORE * 2.0),
         ] {
             assert!(matches!(r(&bad), Err(Error::InvalidReward(_))), "{bad:?}");
+        }
+        // The limits themselves are accepted.
+        for good in [
+            Reward { parts: vec![(MAX_REWARD_WEIGHT, RewardSource::Thumbs(true))] },
+            Reward { parts: vec![(-MAX_REWARD_WEIGHT, RewardSource::Scalar(-1.0))] },
+            Reward::score("m", MAX_SCORE),
+            Reward::score("m", -MAX_SCORE),
+        ] {
+            assert!(r(&good).is_ok(), "{good:?}");
         }
     }
 
@@ -400,10 +426,10 @@ mod tests {
         assert_eq!(z("a", 70.0), 0.0, "no statistics before two values");
         assert!((z("a", 80.0) - 2.0).abs() < 1e-12, "mean 60, std 10");
         assert_eq!(z("b", 0.1), 0.0, "each source has its own statistics");
-        assert_eq!(z("a", 1e9), 5.0);
+        assert_eq!(z("a", MAX_SCORE), 5.0);
         z("c", 0.0);
         z("c", 1.0);
-        assert_eq!(z("c", -1e9), -5.0);
+        assert_eq!(z("c", -MAX_SCORE), -5.0);
     }
 
     #[test]

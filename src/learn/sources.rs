@@ -99,10 +99,11 @@ impl RewardsConfig {
     /// Checks weights and compiles the task checks.
     pub fn validate(&self) -> Result<()> {
         let weight = |name: &str, w: f32| {
-            if w.is_finite() {
+            let max = super::reward::MAX_REWARD_WEIGHT;
+            if w.is_finite() && w.abs() <= max {
                 Ok(())
             } else {
-                Err(Error::Config(format!("rewards.{name}.weight must be finite, got {w}")))
+                Err(Error::Config(format!("rewards.{name}.weight must be in [-{max}, {max}], got {w}")))
             }
         };
         if let Some(c) = &self.coherence {

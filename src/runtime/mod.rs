@@ -122,7 +122,14 @@ impl RuntimeConfig {
         crate::engine::providers::parse_list(&self.engine.execution_providers)?;
         self.learner.validate()?;
         self.rewards.validate()?;
-        self.generation.sampling.validate()?;
+        // The runtime's own settings are configuration: a bad value is `Config`, named in full.
+        self.generation.sampling.validate().map_err(|e| match e {
+            Error::InvalidArgument(m) => Error::Config(format!("generation.sampling.{m}")),
+            e => e,
+        })?;
+        if self.engine.threads > crate::engine::MAX_THREADS {
+            return Err(Error::Config(format!("engine.threads must be in 0..={} (0: ONNX Runtime chooses), got {}", crate::engine::MAX_THREADS, self.engine.threads)));
+        }
         if self.store.keep_versions == 0 {
             return Err(Error::Config("store.keep_versions must be at least 1".into()));
         }
@@ -189,6 +196,13 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>> {
         config.validate()?;
         let model = Model::load(&config.engine)?;
+        let vocab = model.engine().info().vocab_size;
+        if config.learner.adapter.top_k > vocab {
+            return Err(Error::Config(format!(
+                "learner.adapter.top_k must be in 1..={vocab} (the model's vocabulary size), got {}",
+                config.learner.adapter.top_k
+            )));
+        }
         let mut weights = WeightsCheck::default();
         let store = match &config.store.dir {
             None => None,

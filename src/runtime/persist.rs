@@ -189,6 +189,31 @@ pub fn to_record(state: &LearnerState, created_unix: u64) -> Result<AdapterRecor
     Ok(rec)
 }
 
+/// Refuses a record whose adapter does not fit the loaded model: its hidden size and vocabulary
+/// size must equal the model's, and its `top_k` is at most the vocabulary. Runs before anything
+/// of the record's stated size is allocated, so crafted bytes that state huge dimensions over
+/// little data are refused instead of asking for terabytes.
+pub fn check_shape(rec: &AdapterRecord, hidden_size: usize, vocab_size: usize) -> Result<()> {
+    let c = &rec.config;
+    if c.hidden as usize != hidden_size || c.vocab as usize != vocab_size {
+        return Err(Error::InvalidArgument(format!(
+            "the adapter is for hidden size {} and vocabulary {}; the loaded model has hidden size {hidden_size} and vocabulary {vocab_size}",
+            c.hidden, c.vocab
+        )));
+    }
+    if c.rank == 0 || c.rank as usize > crate::adapter::MAX_RANK {
+        return Err(Error::InvalidArgument(format!("the adapter's rank {} is outside 1..={}", c.rank, crate::adapter::MAX_RANK)));
+    }
+    if c.top_k_rows == 0 || c.top_k_rows as usize > vocab_size.min(crate::adapter::MAX_TOP_K) {
+        return Err(Error::InvalidArgument(format!(
+            "the adapter's top_k {} is outside 1..={}",
+            c.top_k_rows,
+            vocab_size.min(crate::adapter::MAX_TOP_K)
+        )));
+    }
+    Ok(())
+}
+
 /// A learner state from a record and the runtime's learner configuration (whose adapter shape is
 /// replaced by the record's).
 pub fn from_record(rec: &AdapterRecord, mut config: LearnerConfig) -> Result<LearnerState> {

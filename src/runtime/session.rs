@@ -19,7 +19,7 @@ mod background;
 
 use super::claims::SessionClaim;
 use super::rewards::{self, Replies, RewardFn};
-use super::persist::{episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
+use super::persist::{check_shape, episodes_from_pending, from_record, now_unix, pending_from_learner, to_record};
 use super::Runtime;
 use crate::error::{Error, Result};
 use crate::generate::{CancelHandle, FinishReason, GenerateOptions, KvCache, Prompt, RecordedSampling, Timings};
@@ -178,6 +178,8 @@ impl UserSession {
     /// Installs a stored adapter, keeping the held episodes and the id counter (which never moves
     /// back).
     fn install(&mut self, rec: &crate::store::AdapterRecord) -> Result<()> {
+        let info = self.runtime.model().engine().info();
+        check_shape(rec, info.hidden_size, info.vocab_size).map_err(|e| Error::CorruptAdapter { path: "<stored adapter>".into(), reason: e.to_string() })?;
         let state = from_record(rec, self.runtime.config().learner.clone())?;
         let mut l = self.fresh_learner()?;
         l.restore(state)?;
@@ -215,18 +217,18 @@ impl UserSession {
         self.claim.is_forgotten()
     }
 
-    /// Makes sure the next id is durably reserved before it is issued.
-    fn reserve_ids(&mut self) {
+    /// Makes sure the next id is durably reserved before it is issued. A failed write is the error
+    /// of the call that needed the id (which then issues none): an id issued past the durable
+    /// reservation could name another reply after a crash.
+    fn reserve_ids(&mut self) -> Result<()> {
         let next = self.learner.next_episode_id();
         if self.runtime.store().is_none() || next < self.reserved_ids {
-            return;
+            return Ok(());
         }
         // The reservation is written with the pending episodes, which are away during an update.
         self.settle();
         let reserved = next + ID_BLOCK;
-        if let Err(e) = self.write_pending(reserved, true) {
-            log::error!("could not reserve episode ids for user {}: {e}", self.user);
-        }
+        self.write_pending(reserved, true)
     }
 
     /// Writes the pending episodes (best effort: a failure is logged and learning goes on in
@@ -258,11 +260,13 @@ impl UserSession {
 
     /// Generates a reply with this user's adapter and records it as an episode. Under the
     /// supervised algorithm the user's last message is also recorded as language-model targets.
+    /// The episode id is durably reserved first (a block of [`ID_BLOCK`] at a time); when that
+    /// write fails this is the store's error ([`Error::Io`]) and nothing is generated or issued.
     pub fn generate(&mut self, prompt: &Prompt, opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Reply> {
         let opts = GenerateOptions { record: true, ..opts.clone() };
         // A finished background update's adapter is swapped in here, between two generations.
         self.land(false);
-        self.reserve_ids();
+        self.reserve_ids()?;
         let model = self.runtime.model();
         let g = {
             let mut hook = self.learner.adapter();
@@ -299,7 +303,7 @@ impl UserSession {
         let model = self.runtime.model();
         let Some((context, text)) = model.user_text_targets(msgs)? else { return Ok(()) };
         let records = model.teacher_force_ids(&context, &text, 1.0)?;
-        self.reserve_ids();
+        self.reserve_ids()?;
         self.learner.record_user_text(context, records)?;
         Ok(())
     }
@@ -343,7 +347,7 @@ impl UserSession {
         let model = self.runtime.model();
         let prompt_tokens = model.prompt_tokens(prompt)?;
         let records = model.teacher_force(&prompt_tokens, reply)?;
-        self.reserve_ids();
+        self.reserve_ids()?;
         let id = self.learner.record_demonstration(prompt_tokens, records, RecordedSampling::at(1.0))?;
         self.persist_pending();
         Ok(id)
@@ -454,10 +458,16 @@ impl UserSession {
         Ok(())
     }
 
-    /// The newest saved adapter as bytes (backup, moving to a new phone); saves first.
+    /// The session's adapter as bytes (backup, moving to a new phone): the file image a save would
+    /// write, sealed under the store's key when it has one. Writes nothing: no new version pushes
+    /// the saved ones out of the rollback history, and it works while the disk is full. Needs a
+    /// store (its fingerprint and key), and a user that was not forgotten.
     pub fn export(&mut self) -> Result<Vec<u8>> {
-        self.save()?;
-        self.store()?.export(&self.user)
+        self.settle();
+        let store = self.store()?;
+        let _write = self.claim.writable()?;
+        let rec = to_record(&self.learner.snapshot(), self.created_unix)?;
+        store.encode_record(&rec)
     }
 
     /// Replaces this user's adapter with exported bytes (validated before anything is written).
@@ -470,7 +480,13 @@ impl UserSession {
             // The learner's own checks run before anything is written, so bytes that decode but
             // describe an unusable adapter never become the newest version.
             let config = self.runtime.config().learner.clone();
-            store.import_checked(&self.user, bytes, |rec| Learner::from_state(from_record(rec, config)?).map(drop))?;
+            let info = self.runtime.model().engine().info();
+            let (hidden, vocab) = (info.hidden_size, info.vocab_size);
+            // The dimensions are compared with the model before the learner allocates anything.
+            store.import_checked(&self.user, bytes, |rec| {
+                check_shape(rec, hidden, vocab)?;
+                Learner::from_state(from_record(rec, config)?).map(drop)
+            })?;
         }
         match store.load(&self.user)? {
             Some(rec) => self.install(&rec)?,

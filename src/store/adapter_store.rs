@@ -331,6 +331,13 @@ impl AdapterStore {
         }
     }
 
+    /// `record` as a self-contained file image, as [`AdapterStore::export`] writes it (current
+    /// format, this store's fingerprint, sealed under the store's encryption key when it has one),
+    /// without writing anything.
+    pub fn encode_record(&self, record: &AdapterRecord) -> Result<Vec<u8>> {
+        self.seal(encode(record, &self.options.fingerprint).map_err(invalid)?)
+    }
+
     /// Returns `user`'s current adapter as a self-contained file image (current format, this
     /// store's fingerprint; sealed under the store's encryption key when it has one), saving
     /// unsaved cache changes first. Fails with [`Error::Store`] if the user has no adapter.
