@@ -433,6 +433,21 @@ def folder_profile(folder):
         return None
 
 
+def missing_parts(gguf, folders: dict):
+    """What a measurement needs and this checkout lacks (the GGUF, a folder, llama-cpp-python), as
+    a message with the command that makes it; None when nothing is missing."""
+    if not os.path.exists(gguf):
+        return f"real GGUF not found at {gguf} (run: make setup-test)"
+    for name, folder in folders.items():
+        if not os.path.exists(os.path.join(folder, "model.onnx")):
+            return f"{name} folder not found at {folder} (run: make setup-test)"
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return "llama-cpp-python is not installed in the venv (run: make setup-test)"
+    return None
+
+
 def cpu_flags():
     """The CPU's model name and the instruction-set flags that change int8/fp32 kernels' numerics."""
     model, flags = "?", set()

@@ -38,15 +38,9 @@ ALL_INT8_LEVELS = {"qkv@0": 4, "o@0": 4, "gate_up@0": 4, "down@0": 4}
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    if not os.path.exists(accuracy.GGUF):
-        pytest.fail(f"real GGUF not found at {accuracy.GGUF} (run: make setup-test)")
-    for name, folder in FOLDERS.items():
-        if not os.path.exists(os.path.join(folder, "model.onnx")):
-            pytest.fail(f"{name} folder not found at {folder} (run: make setup-test)")
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        pytest.fail("llama-cpp-python is not installed in the venv (run: make setup-test)")
+    missing = accuracy.missing_parts(accuracy.GGUF, FOLDERS)
+    if missing:
+        pytest.fail(missing)
     worse = str(tmp_path_factory.mktemp("all-int8") / "folder")
     convert.write_folder(convert.load_gguf(accuracy.GGUF), worse, levels=ALL_INT8_LEVELS, profile="fast")
     return accuracy.measure(accuracy.GGUF, {**FOLDERS, ALL_INT8: worse}, kv_cache=tuple(FOLDERS))

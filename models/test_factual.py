@@ -47,11 +47,9 @@ def scrambled_copy(src, dst):
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    if not os.path.exists(accuracy.GGUF):
-        pytest.fail(f"real GGUF not found at {accuracy.GGUF} (run: make setup-test)")
-    for name, folder in FOLDERS.items():
-        if not os.path.exists(os.path.join(folder, "model.onnx")):
-            pytest.fail(f"{name} folder not found at {folder} (run: make setup-test)")
+    missing = accuracy.missing_parts(accuracy.GGUF, FOLDERS)
+    if missing:
+        pytest.fail(missing)
     if not os.access(BINARY, os.X_OK):
         pytest.fail(f"no attune binary at {BINARY} (run: make build)")
     broken = scrambled_copy(FOLDERS["attune exact"], str(tmp_path_factory.mktemp("scrambled") / "folder"))
