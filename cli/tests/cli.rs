@@ -8,6 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -49,16 +50,24 @@ fn chat_feedback_survives_a_normal_exit_and_ctrl_c() {
     assert_eq!(s["counters"]["feedback"], 2, "{s}");
     assert_eq!((s["rewards"]["positive"].as_u64(), s["rewards"]["negative"].as_u64()), (Some(1), Some(1)), "{s}");
 
-    // Ctrl-C: the chat is interrupted after its feedback was acknowledged.
-    let mut child = attune()
-        .arg("chat")
+    // Ctrl-C: the chat is interrupted after its feedback was acknowledged. SIGINT gets its default
+    // action in the chat, as in a terminal, even where this test runs with SIGINT ignored (a
+    // background job of a shell without job control), which the chat would inherit.
+    let mut chat = attune();
+    chat.arg("chat")
         .args(base_args(store.path()))
         .args(["--user", "sam", "--max-new-tokens", "6", "--greedy"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    // SAFETY: signal(2) is async-signal-safe, the only call made between fork and exec.
+    unsafe {
+        chat.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = chat.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
