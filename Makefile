@@ -167,7 +167,7 @@ FFI_STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 FFI_CFLAGS := -std=c11 -Wall -Wextra -Werror -g -O1 -Iinclude -Itests/c
 FFI_SHARED := -L$(FFI_LIB) -lattune -Wl,-rpath,$(CURDIR)/$(FFI_LIB) -lpthread -lm
 FFI_ASAN := -fsanitize=address -fno-omit-frame-pointer
-C_TESTS := test_lifecycle test_bad_input test_threads test_feedback_ids test_privacy test_rewards test_serving test_hostile
+C_TESTS := test_lifecycle test_bad_input test_threads test_feedback_ids test_privacy test_rewards test_serving test_hostile test_corrections
 # LeakSanitizer stays on: the tests free every object, and what ONNX Runtime and Rust statics keep
 # for the whole process is still reachable at exit, so it is not reported (no suppressions needed).
 FFI_ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0

@@ -202,8 +202,8 @@
 #define ATTUNE_FEEDBACK_IGNORED 1
 
 /**
- * The feedback completed a batch (`learner.auto_update_after`) and an update applied a step
- * (accepted or rolled back by a safeguard); read its report with `attune_session_last_report`.
+ * The feedback completed a batch (`learner.auto_update_after`) and an update applied a step that
+ * passed every safeguard; read its report with `attune_session_last_report`.
  */
 #define ATTUNE_FEEDBACK_UPDATED 2
 
@@ -213,6 +213,15 @@
  * is `ATTUNE_FEEDBACK_QUEUED` instead: the rewards wait for the next update.
  */
 #define ATTUNE_FEEDBACK_SKIPPED 3
+
+/**
+ * The feedback completed a batch and an update applied a step, but a safeguard (KL budget,
+ * coherence, entropy, a non-finite value) undid it and halved the learning rate. Nothing was
+ * lost: the rewards and corrections of that update went back to the queue and are retried by the
+ * next update at the smaller step (the report's `returned_episodes`); a signal is dropped only
+ * after 3 such tries (`dropped_signals`, counted in the user's stats).
+ */
+#define ATTUNE_FEEDBACK_ROLLED_BACK 4
 
 /**
  * The update's step was applied and passed every safeguard.
@@ -731,7 +740,34 @@ attune_status attune_session_set_reward_callback(attune_session *session,
                                                  void *user_data);
 
 /**
- * Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
+ * "The user wanted this instead of episode `episode_id`'s reply": `corrected_reply` (UTF-8,
+ * NUL-terminated, not blank) and the reply it replaces are teacher-forced through the model after
+ * that reply's prompt and learned as a pair: a DPO-style loss with the base model as the
+ * reference, plus likelihood on the tokens the user changed (`learner.pair_*`). The correction is
+ * learned at the next update, which it may trigger like feedback, and kept (at most
+ * `learner.pair_capacity`, saved with the pending episodes) to be replayed by later updates.
+ * Works for any sampled reply the session still holds: before or after its reward was learned,
+ * and after a restart; the reply keeps taking its own feedback. `*out_outcome` (may be NULL)
+ * receives `ATTUNE_FEEDBACK_*` as for `attune_session_feedback` (in background mode it waits for
+ * a running update to land and returns `ATTUNE_FEEDBACK_QUEUED`).
+ * Statuses: `UNKNOWN_EPISODE` (never issued, expired, evicted, forgotten; the message says
+ * which), `INVALID_ARGUMENT` (NULL, invalid UTF-8 or blank `corrected_reply`, one equal to the
+ * reply, or an episode that is a demonstration or correction), `CONTEXT_OVERFLOW` (the prompt and
+ * the correction do not fit the context), `IO` (its episode id could not be durably reserved),
+ * and the update's errors when it triggers one.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `corrected_reply` is NULL or NUL-terminated;
+ * `out_outcome` is NULL or writable.
+ */
+attune_status attune_session_correct(attune_session *session,
+                                     uint64_t episode_id,
+                                     const char *corrected_reply,
+                                     uint32_t *out_outcome);
+
+/**
+ * Teaches the reply the user wanted for a prompt when there is no reply of the model's to
+ * replace (to correct a reply, use `attune_session_correct`): `reply` is teacher-forced
  * through the model and learned as a demonstration at the next update. `prompt_kind` and
  * `prompt` as for `attune_session_generate`. Writes the demonstration's episode id to
  * `*out_episode_id` (may be NULL); it takes no feedback. `IO` when its episode id could not be

@@ -276,3 +276,53 @@ fn rollback_installs_the_saved_adapter_in_the_live_session() {
     assert_eq!(s.learner().snapshot().head, fresh, "rollback(1) must install the version saved before training");
     assert_eq!(live.kl, 0.0, "the rolled-back (fresh) adapter measured {} on the probes, the trained one {trained_kl}", live.kl);
 }
+
+#[test]
+fn corrections_are_learned_as_pairs_kept_across_a_restart_and_forgotten_with_the_user() {
+    let store = tempfile::tempdir().unwrap();
+    let rt = runtime(common::tiny_dir(), store.path(), learner());
+    let mut s = rt.open_session("fixer").unwrap();
+    let a = gen(&mut s, 1);
+    // Before the reply's reward: the correction completes a batch of one and is learned as a pair.
+    let (c1, out) = s.correct(a, "Sure, here it is.").unwrap();
+    let FeedbackOutcome::Updated(rep) = out else { panic!("{out:?}") };
+    assert_eq!(rep.outcome, UpdateOutcome::Accepted, "{rep:?}");
+    assert_eq!((rep.episode_ids.clone(), rep.pairs, rep.replayed_pairs), (vec![c1], 1, 0));
+    assert_eq!(s.last_report().map(|r| r.pairs), Some(1));
+    // The reply still takes its reward; that update replays the kept correction.
+    let rep = learn(&mut s, a, &Reward::thumbs(false));
+    assert_eq!((rep.episode_ids.clone(), rep.pairs, rep.replayed_pairs), (vec![a, c1], 1, 1));
+    assert!(rep.pair_margin.is_some_and(|m| m > 0.0), "the first step moved the pair apart: {rep:?}");
+    // After its reward was learned, the same reply can be corrected again.
+    let (c2, _) = s.correct(a, "A second answer.").unwrap();
+    assert!(matches!(s.correct(u64::MAX, "x"), Err(Error::UnknownEpisode { .. })));
+    assert!(matches!(s.correct(a, "  "), Err(Error::InvalidArgument(_))));
+    assert!(matches!(s.correct(c1, "No."), Err(Error::InvalidArgument(m)) if m.contains("sampled reply")));
+    s.save().unwrap();
+    drop(s);
+    drop(rt);
+
+    // After a restart the kept corrections come back (compact) with their disliked replies, and
+    // the next update rebuilds and replays them.
+    let rt = runtime(common::tiny_dir(), store.path(), learner());
+    let mut s = rt.open_session("fixer").unwrap();
+    for c in [c1, c2] {
+        let ep = s.learner().episode(c).unwrap();
+        assert_eq!(ep.rejected().map(|r| (r.id, r.reply.clone())), Some((a, s.learner().episode(a).unwrap().reply.clone())));
+        assert!(!ep.is_resident());
+    }
+    let (c3, out) = s.correct(a, "After a restart.").unwrap();
+    let FeedbackOutcome::Updated(rep) = out else { panic!("{out:?}") };
+    assert_eq!(rep.outcome, UpdateOutcome::Accepted, "{rep:?}");
+    assert_eq!((rep.pairs, rep.replayed_pairs, rep.rebuilt_episodes), (3, 2, 2), "{rep:?}");
+    assert_eq!(rep.episode_ids, vec![c1, c2, c3]);
+    // Rollback and reset keep them (like every held episode); forgetting the user drops them.
+    s.save().unwrap();
+    s.reset().unwrap();
+    assert!(s.learner().episode(c3).is_ok());
+    s.forget().unwrap();
+    drop(s);
+    let mut s = rt.open_session("fixer").unwrap();
+    assert!(matches!(s.correct(a, "Gone."), Err(Error::UnknownEpisode { .. })));
+    assert!(s.learner().episode(c1).is_err());
+}

@@ -9,7 +9,7 @@ use attune::adapter::{AdapterMath, BaseScratch, BaseStats, CpuMath, LoraConfig, 
 use attune::generate::{RecordedSampling, TokenRecord};
 use attune::learn::{Algorithm, FeedbackOutcome, Learner, LearnerConfig, Reward, RollbackReason, SkipReason, UpdateOutcome};
 use attune::Error;
-use learn_support::{rng, TinyLm};
+use learn_support::{rng, ExplodeFirst, TinyLm};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -508,37 +508,6 @@ fn a_non_finite_step_is_rolled_back() {
         assert_eq!(rep.outcome, UpdateOutcome::RolledBack(RollbackReason::NonFinite));
         assert!(l.adapter().is_identity() && l.adapter().all_finite(), "the last good adapter is back");
         assert_eq!(l.lr(), 0.005);
-    }
-}
-
-/// A math implementation whose first `n` optimiser steps blow the adapter up (`usize::MAX`: every
-/// one); later ones are sound.
-struct ExplodeFirst(CpuMath, usize);
-
-impl AdapterMath for ExplodeFirst {
-    fn add_delta(&self, head: &attune::adapter::LoraHead, h: &[f32], z: &mut [f32]) -> attune::Result<()> {
-        self.0.add_delta(head, h, z)
-    }
-    fn add_delta_batch(&self, head: &attune::adapter::LoraHead, h: ndarray::ArrayView2<f32>, z: ndarray::ArrayViewMut2<f32>) -> attune::Result<()> {
-        self.0.add_delta_batch(head, h, z)
-    }
-    fn evaluate(&mut self, head: &attune::adapter::LoraHead, t: &[TokenRecord], b: &[BaseStats], out: &mut Vec<attune::adapter::TokenEval>) -> attune::Result<()> {
-        self.0.evaluate(head, t, b, out)
-    }
-    fn step_kl(&mut self, old: &attune::adapter::LoraHead, new: &attune::adapter::LoraHead, t: &[TokenRecord], b: &[BaseStats]) -> attune::Result<f64> {
-        self.0.step_kl(old, new, t, b)
-    }
-    fn gradient(&mut self, head: &attune::adapter::LoraHead, batch: &[attune::adapter::GradEpisode<'_>], grad: &mut attune::adapter::HeadGrad) -> attune::Result<attune::adapter::GradStats> {
-        self.0.gradient(head, batch, grad)
-    }
-    fn adam_step(&mut self, head: &mut attune::adapter::LoraHead, adam: &mut attune::adapter::AdamState, grad: &attune::adapter::HeadGrad, p: &attune::adapter::AdamParams) -> attune::Result<()> {
-        self.0.adam_step(head, adam, grad, p)?;
-        if self.1 == 0 {
-            return Ok(());
-        }
-        self.1 -= 1;
-        let rows: Vec<u32> = head.active_rows().to_vec();
-        head.set_b_row(rows[0] as usize, &vec![f32::INFINITY; head.rank()])
     }
 }
 

@@ -133,7 +133,7 @@ fn assert_io(err: Error, errno: i32, under: &Path) -> String {
 }
 
 fn pending(n: u64) -> PendingRecord {
-    PendingRecord { reserved_ids: n, adapter_version: 1, episodes: Vec::new() }
+    PendingRecord { reserved_ids: n, adapter_version: 1, ..Default::default() }
 }
 
 #[test]

@@ -161,7 +161,7 @@ fn an_encrypted_store_seals_every_file_and_refuses_a_wrong_key() {
     let store = open_with(root, |o| o.encryption_key = Some(key(1)));
     store.save("alice", sample(1)).unwrap();
     store.save("alice", sample(2)).unwrap();
-    store.save_pending("alice", &attune::store::PendingRecord { reserved_ids: 64, adapter_version: 1, episodes: vec![] }, true).unwrap();
+    store.save_pending("alice", &attune::store::PendingRecord { reserved_ids: 64, adapter_version: 1, ..Default::default() }, true).unwrap();
     let dir = store.user_dir("alice").unwrap();
     for path in [version_path(&dir, 1), version_path(&dir, 2), dir.join(PENDING_FILE), root.join(STORE_KEY_FILE)] {
         let bytes = fs::read(&path).unwrap();

@@ -1,7 +1,9 @@
 //! `attune eval`: the simulated-user suite. A user with one hidden preference over replies to
 //! everyday requests asks one request at a time (one reply each, as in a live call), rates replies
 //! with thumbs (a share of them flipped, and only some replies rated), and optionally rewrites one
-//! disliked reply in `--corrections` (the way a chat app's "edit reply" does). Per preference and
+//! disliked reply in `--corrections` (the way a chat app's "edit reply" does), given through the
+//! pair API (`UserSession::correct`, or as a bare demonstration with `--correction-as
+//! demonstration`). Per preference and
 //! seed it measures the held-out score before and after, events until the training replies reach
 //! 90 % of the ceiling, the probe KL, the coherence of the replies (the base model's NLL per token
 //! and repeated word trigrams), rollbacks, ignored feedback and update time.
@@ -48,6 +50,17 @@ pub struct EvalArgs {
     /// The share of disliked replies the user rewrites into a correction.
     #[arg(long, default_value_t = 0.0)]
     pub corrections: f64,
+    /// How a correction is given: `pair` (`UserSession::correct`: the corrected reply against the
+    /// disliked one) or `demonstration` (`UserSession::demonstrate`: the corrected reply alone).
+    #[arg(long, default_value = "pair", value_parser = ["pair", "demonstration"])]
+    pub correction_as: String,
+    /// The quick tier: first word, use a word, ending and length, 80 events, replies up to 48
+    /// tokens (prefs, events and max-new-tokens given explicitly still win).
+    #[arg(long)]
+    pub quick: bool,
+    /// Appends one JSON line per run (settings, scores, KL, coherence, time) to this file.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
     /// New tokens per reply.
     #[arg(long, default_value_t = 96)]
     pub max_new_tokens: usize,
@@ -210,6 +223,15 @@ fn gen_opts(seed: u64, max_new_tokens: usize) -> GenerateOptions {
     GenerateOptions { sampling: SamplingConfig { temperature: 0.7, seed, ..SamplingConfig::default() }, max_new_tokens, ..GenerateOptions::default() }
 }
 
+/// The KL efficiency of a run: `d(after || before) / kl_per_reply`, with the scores kept half a
+/// sample away from 0 and 1 (`n` held-out replies) so that the binary KL stays finite.
+fn kl_efficiency(before: f64, after: f64, n: f64, kl_per_reply: f64) -> f64 {
+    let lo = 0.5 / n;
+    let (p, q) = (after.clamp(lo, 1.0 - lo), before.clamp(lo, 1.0 - lo));
+    let d = p * (p / q).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q)).ln();
+    if kl_per_reply > 0.0 { d / kl_per_reply } else { 0.0 }
+}
+
 /// The share of word trigrams that repeat an earlier trigram of the same reply.
 fn repeated_trigrams(reply: &str) -> f64 {
     let w = words(reply);
@@ -261,6 +283,10 @@ struct RunLog {
     events_to_90: Option<usize>,
     training_scores: Vec<f64>,
     probe_kl: f64,
+    /// How much of the KL spent went into the preference: the binary KL `d(after || before)` of
+    /// the held-out scores over the probe KL per reply (probe tokens per reply times the mean
+    /// probe KL per token); 1 would be the floor of any method.
+    kl_efficiency: f64,
     /// The probes' coherence drift at the end: the base model's NLL of what the adapted policy says
     /// there over the base policy's own, minus 1.
     probe_coherence_drift: f64,
@@ -304,8 +330,15 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
         }
         if !liked && a.corrections > 0.0 && rng.random::<f64>() < a.corrections {
             let fixed = (pref.correct)(&reply.text);
-            if !fixed.trim().is_empty() {
-                s.demonstrate(&prompt(q), &fixed)?;
+            if !fixed.trim().is_empty() && fixed.trim() != reply.text.trim() {
+                if a.correction_as == "pair" {
+                    if let (_, FeedbackOutcome::Updated(r)) = s.correct(reply.episode_id, &fixed)? {
+                        updates += 1;
+                        upd_ms += r.elapsed_s * 1000.0;
+                    }
+                } else {
+                    s.demonstrate(&prompt(q), &fixed)?;
+                }
                 corrections += 1;
             }
         }
@@ -317,6 +350,9 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
     let (after, texts_after) = held_out(rt, &mut s, pref, seed, a.max_new_tokens)?;
     let probe = s.learner_mut().probe_stats()?.unwrap_or_default();
     let c = s.learner().counters();
+    let probe_tokens = if rt.config().probe_tokens == 0 { attune::runtime::DEFAULT_PROBE_TOKENS } else { rt.config().probe_tokens };
+    let n_held = (HELD_OUT.len() as u64 * EVAL_SAMPLES) as f64;
+    let kl_eff = kl_efficiency(before.score, after.score, n_held, probe.kl * probe_tokens as f64);
     Ok(RunLog {
         pref: pref.name.to_string(),
         what: pref.what.to_string(),
@@ -326,6 +362,7 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
         events_to_90: reached,
         training_scores: scores,
         probe_kl: probe.kl,
+        kl_efficiency: kl_eff,
         probe_coherence_drift: probe.coherence_drift(),
         rollbacks: c.rolled_back,
         ignored_feedback: c.ignored_feedback,
@@ -394,7 +431,22 @@ fn plot(runs: &[RunLog], path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(a: EvalArgs) -> Result<()> {
+/// The quick tier's preferences.
+const QUICK: [&str; 4] = ["first_word", "use_word", "ending", "length"];
+
+pub fn run(mut a: EvalArgs) -> Result<()> {
+    if a.quick {
+        let explicit = |name: &str| std::env::args().any(|x| x == name || x.starts_with(&format!("{name}=")));
+        if !explicit("--prefs") {
+            a.prefs = QUICK.iter().map(|s| s.to_string()).collect();
+        }
+        if !explicit("--events") {
+            a.events = 80;
+        }
+        if !explicit("--max-new-tokens") {
+            a.max_new_tokens = 48;
+        }
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let learner = crate::demo::apply_overrides(&LearnerConfig::default(), &a.set)?;
     let changed = changed_settings(&learner)?;
@@ -404,13 +456,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
         a.prefs.iter().map(|n| PREFS.iter().find(|p| p.name == n).with_context(|| format!("unknown preference {n}"))).collect::<Result<_>>()?
     };
     println!(
-        "attune eval: {} preferences x {} seeds, {} events, {:.0} % flipped, {:.0} % rated, corrections for {:.0} % of disliked replies",
+        "attune eval: {} preferences x {} seeds, {} events, {:.0} % flipped, {:.0} % rated, corrections (as {}) for {:.0} % of disliked replies, replies up to {} tokens",
         prefs.len(),
         a.seeds.len(),
         a.events,
         100.0 * a.flip,
         100.0 * a.rated,
-        100.0 * a.corrections
+        a.correction_as,
+        100.0 * a.corrections,
+        a.max_new_tokens
     );
     println!("learner settings changed from the library defaults: {}", if changed.is_empty() { "none".to_string() } else { changed.join(", ") });
     let cfg = RuntimeConfig {
@@ -423,13 +477,17 @@ pub fn run(a: EvalArgs) -> Result<()> {
     for p in &prefs {
         for &seed in &a.seeds {
             let r = run_one(&rt, p, seed, &a)?;
+            if let Some(path) = &a.log {
+                append_log(path, &a, &changed, &r)?;
+            }
             println!(
-                "{:<11} seed {seed}: held-out {:.3} -> {:.3}; events to 90 % {}; probe KL {:.4}; probe coherence drift {:+.3}; base NLL/token {:.3} -> {:.3}; repeated trigrams {:.3} -> {:.3}; rollbacks {}; ignored {}/{}; corrections {}; {:.0} s",
+                "{:<11} seed {seed}: held-out {:.3} -> {:.3}; events to 90 % {}; probe KL {:.4}; KL efficiency {:.3}; probe coherence drift {:+.3}; base NLL/token {:.3} -> {:.3}; repeated trigrams {:.3} -> {:.3}; rollbacks {}; ignored {}/{}; corrections {}; {:.0} s",
                 r.pref,
                 r.before.score,
                 r.after.score,
                 r.events_to_90.map_or("-".into(), |e| e.to_string()),
                 r.probe_kl,
+                r.kl_efficiency,
                 r.probe_coherence_drift,
                 r.before.base_nll,
                 r.after.base_nll,
@@ -444,14 +502,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
             runs.push(r);
         }
     }
-    println!("\n| preference | held-out before | after | events to 90 % | probe KL | base NLL/token before | after | repeated trigrams before | after | rollbacks | ignored | update ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("\n| preference | held-out before | after | events to 90 % | probe KL | KL efficiency | base NLL/token before | after | repeated trigrams before | after | rollbacks | ignored | update ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for p in &prefs {
         let rs: Vec<&RunLog> = runs.iter().filter(|r| r.pref == p.name).collect();
         let m = |f: &dyn Fn(&RunLog) -> f64| median(rs.iter().map(|r| f(r)).collect());
         let reached: Vec<f64> = rs.iter().filter_map(|r| r.events_to_90.map(|e| e as f64)).collect();
         println!(
-            "| {} | {:.3} | {:.3} | {} ({}/{}) | {:.4} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.0} |",
+            "| {} | {:.3} | {:.3} | {} ({}/{}) | {:.4} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.0} |",
             p.name,
             m(&|r| r.before.score),
             m(&|r| r.after.score),
@@ -459,6 +517,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             reached.len(),
             rs.len(),
             m(&|r| r.probe_kl),
+            m(&|r| r.kl_efficiency),
             m(&|r| r.before.base_nll),
             m(&|r| r.after.base_nll),
             m(&|r| r.before.repeated),
@@ -471,8 +530,35 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let png = a.out.join("eval_curves.png");
     plot(&runs, &png)?;
     let json = a.out.join("eval_log.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&serde_json::json!({"changed_settings": changed, "flip": a.flip, "rated": a.rated, "corrections": a.corrections, "events": a.events, "runs": runs}))?)?;
+    std::fs::write(&json, serde_json::to_string_pretty(&serde_json::json!({"changed_settings": changed, "flip": a.flip, "rated": a.rated, "corrections": a.corrections, "correction_as": a.correction_as, "events": a.events, "max_new_tokens": a.max_new_tokens, "runs": runs}))?)?;
     println!("\nwrote {} and {}", png.display(), json.display());
+    Ok(())
+}
+
+/// Appends one run as a JSON line: when, which build, the settings and what it measured (the
+/// training scores left out).
+fn append_log(path: &std::path::Path, a: &EvalArgs, changed: &[String], r: &RunLog) -> Result<()> {
+    use std::io::Write;
+    let mut run = serde_json::to_value(r)?;
+    if let Some(o) = run.as_object_mut() {
+        o.remove("training_scores");
+    }
+    let line = serde_json::json!({
+        "unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "version": env!("CARGO_PKG_VERSION"),
+        "model": a.model.display().to_string(),
+        "tier": if a.quick { "quick" } else { "full" },
+        "events": a.events,
+        "flip": a.flip,
+        "rated": a.rated,
+        "corrections": a.corrections,
+        "correction_as": a.correction_as,
+        "max_new_tokens": a.max_new_tokens,
+        "changed_settings": changed,
+        "run": run,
+    });
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{line}")?;
     Ok(())
 }
 
@@ -498,6 +584,18 @@ mod tests {
                 assert_eq!((p.score)(&fixed), 1.0, "{}: {r:?} -> {fixed:?}", p.name);
             }
         }
+    }
+
+    #[test]
+    fn kl_efficiency_is_the_binary_kl_per_nat_spent() {
+        // 0.5 -> 0.9 is d(0.9 || 0.5) = 0.9 ln 1.8 + 0.1 ln 0.2 = 0.3681 nats; spent 2 nats.
+        let d = 0.9 * 1.8f64.ln() + 0.1 * 0.2f64.ln();
+        assert!((kl_efficiency(0.5, 0.9, 20.0, 2.0) - d / 2.0).abs() < 1e-12);
+        // From 0 the score is held half a sample above 0 (1/40 for 20 replies): finite.
+        let e = kl_efficiency(0.0, 0.8, 20.0, 6.4);
+        assert!(e.is_finite() && e > 0.0);
+        assert_eq!(kl_efficiency(0.3, 0.3, 20.0, 1.0), 0.0);
+        assert_eq!(kl_efficiency(0.0, 0.8, 20.0, 0.0), 0.0);
     }
 
     #[test]

@@ -398,7 +398,7 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, save: bool, rewards: &[C
         }
     };
     eprintln!("attune chat: type a message. /good or /bad rates the last reply, /rate JSON gives it any reward,");
-    eprintln!("/fix TEXT teaches the reply you wanted, /reset clears the conversation, /save saves the adapter, /quit exits");
+    eprintln!("/fix TEXT teaches the reply you wanted instead of the last one, /reset clears the conversation, /save saves the adapter, /quit exits");
     eprintln!("(the adapter is saved after every change).");
     let report = print_outcome;
     loop {
@@ -458,18 +458,19 @@ fn chat(engine: &EngineArgs, gen: &GenArgs, user: &str, save: bool, rewards: &[C
             continue;
         }
         if let Some(fix) = cmd.strip_prefix("/fix ") {
+            // "I wanted this instead of your last reply": learned as a pair with that reply.
             match &last {
-                Some((_, ctx)) => {
-                    let r = session.demonstrate(&Prompt::Chat(ctx.clone()), fix).and_then(|_| session.update());
-                    match r {
-                        Ok(rep) => {
-                            eprintln!("(learned the correction: {:?}, KL {:.4})", rep.outcome, rep.mean_kl);
-                            dirty = true;
-                            save_now(&mut session, &mut dirty);
+                Some((id, _)) => match session.correct(*id, fix) {
+                    Ok((_, o)) => {
+                        report(&o);
+                        if let attune::learn::FeedbackOutcome::Updated(r) = &o {
+                            eprintln!("(correction learned as a pair: margin {:.3} nats before the step)", r.pair_margin.unwrap_or(0.0));
                         }
-                        Err(e) => eprintln!("({e})"),
+                        dirty = true;
+                        save_now(&mut session, &mut dirty);
                     }
-                }
+                    Err(e) => eprintln!("({e})"),
+                },
                 None => eprintln!("(no reply to correct yet)"),
             }
             continue;

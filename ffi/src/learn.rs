@@ -15,13 +15,32 @@ pub const ATTUNE_FEEDBACK_QUEUED: u32 = 0;
 /// by default), or a rating under the `supervised` algorithm without `learner.imitate_rated`. The
 /// episode stays and takes later signals.
 pub const ATTUNE_FEEDBACK_IGNORED: u32 = 1;
-/// The feedback completed a batch (`learner.auto_update_after`) and an update applied a step
-/// (accepted or rolled back by a safeguard); read its report with `attune_session_last_report`.
+/// The feedback completed a batch (`learner.auto_update_after`) and an update applied a step that
+/// passed every safeguard; read its report with `attune_session_last_report`.
 pub const ATTUNE_FEEDBACK_UPDATED: u32 = 2;
 /// The feedback completed a batch and an update ran but applied no step (no signal, importance
 /// ratios too large, no step inside the trust region); the report says why. A rate-limited update
 /// is `ATTUNE_FEEDBACK_QUEUED` instead: the rewards wait for the next update.
 pub const ATTUNE_FEEDBACK_SKIPPED: u32 = 3;
+/// The feedback completed a batch and an update applied a step, but a safeguard (KL budget,
+/// coherence, entropy, a non-finite value) undid it and halved the learning rate. Nothing was
+/// lost: the rewards and corrections of that update went back to the queue and are retried by the
+/// next update at the smaller step (the report's `returned_episodes`); a signal is dropped only
+/// after 3 such tries (`dropped_signals`, counted in the user's stats).
+pub const ATTUNE_FEEDBACK_ROLLED_BACK: u32 = 4;
+
+/// The `ATTUNE_FEEDBACK_*` code of what happened to a signal.
+fn feedback_code(out: &FeedbackOutcome) -> u32 {
+    match out {
+        FeedbackOutcome::Queued => ATTUNE_FEEDBACK_QUEUED,
+        FeedbackOutcome::Ignored(_) => ATTUNE_FEEDBACK_IGNORED,
+        FeedbackOutcome::Updated(r) => match r.outcome {
+            UpdateOutcome::Accepted => ATTUNE_FEEDBACK_UPDATED,
+            UpdateOutcome::RolledBack(_) => ATTUNE_FEEDBACK_ROLLED_BACK,
+            UpdateOutcome::Skipped(_) => ATTUNE_FEEDBACK_SKIPPED,
+        },
+    }
+}
 
 /// The update's step was applied and passed every safeguard.
 pub const ATTUNE_UPDATE_ACCEPTED: u32 = 0;
@@ -66,12 +85,7 @@ unsafe fn feedback(session: *mut attune_session, episode_id: u64, reward: impl F
         // SAFETY: the caller's promise above.
         let out = unsafe { Out::optional(out_outcome) };
         let reward = reward()?;
-        let outcome = match st.session.feedback(episode_id, &reward)? {
-            FeedbackOutcome::Queued => ATTUNE_FEEDBACK_QUEUED,
-            FeedbackOutcome::Ignored(_) => ATTUNE_FEEDBACK_IGNORED,
-            FeedbackOutcome::Updated(report) if matches!(report.outcome, UpdateOutcome::Skipped(_)) => ATTUNE_FEEDBACK_SKIPPED,
-            FeedbackOutcome::Updated(_) => ATTUNE_FEEDBACK_UPDATED,
-        };
+        let outcome = feedback_code(&st.session.feedback(episode_id, &reward)?);
         if let Some(out) = out {
             out.write(outcome);
         }
@@ -226,7 +240,42 @@ pub unsafe extern "C" fn attune_session_set_reward_callback(session: *mut attune
     })
 }
 
-/// Teaches the reply the user wanted for a prompt (a correction): `reply` is teacher-forced
+/// "The user wanted this instead of episode `episode_id`'s reply": `corrected_reply` (UTF-8,
+/// NUL-terminated, not blank) and the reply it replaces are teacher-forced through the model after
+/// that reply's prompt and learned as a pair: a DPO-style loss with the base model as the
+/// reference, plus likelihood on the tokens the user changed (`learner.pair_*`). The correction is
+/// learned at the next update, which it may trigger like feedback, and kept (at most
+/// `learner.pair_capacity`, saved with the pending episodes) to be replayed by later updates.
+/// Works for any sampled reply the session still holds: before or after its reward was learned,
+/// and after a restart; the reply keeps taking its own feedback. `*out_outcome` (may be NULL)
+/// receives `ATTUNE_FEEDBACK_*` as for `attune_session_feedback` (in background mode it waits for
+/// a running update to land and returns `ATTUNE_FEEDBACK_QUEUED`).
+/// Statuses: `UNKNOWN_EPISODE` (never issued, expired, evicted, forgotten; the message says
+/// which), `INVALID_ARGUMENT` (NULL, invalid UTF-8 or blank `corrected_reply`, one equal to the
+/// reply, or an episode that is a demonstration or correction), `CONTEXT_OVERFLOW` (the prompt and
+/// the correction do not fit the context), `IO` (its episode id could not be durably reserved),
+/// and the update's errors when it triggers one.
+///
+/// # Safety
+/// `session` is NULL or a live session; `corrected_reply` is NULL or NUL-terminated;
+/// `out_outcome` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn attune_session_correct(session: *mut attune_session, episode_id: u64, corrected_reply: *const c_char, out_outcome: *mut u32) -> attune_status {
+    boundary::status(|| {
+        // SAFETY: the caller's promises above.
+        let (corrected, out) = unsafe { (utf8(corrected_reply, "corrected_reply")?, Out::optional(out_outcome)) };
+        let s = find(session)?;
+        let mut st = s.lock()?;
+        let (_, outcome) = st.session.correct(episode_id, corrected)?;
+        if let Some(out) = out {
+            out.write(feedback_code(&outcome));
+        }
+        Ok(())
+    })
+}
+
+/// Teaches the reply the user wanted for a prompt when there is no reply of the model's to
+/// replace (to correct a reply, use `attune_session_correct`): `reply` is teacher-forced
 /// through the model and learned as a demonstration at the next update. `prompt_kind` and
 /// `prompt` as for `attune_session_generate`. Writes the demonstration's episode id to
 /// `*out_episode_id` (may be NULL); it takes no feedback. `IO` when its episode id could not be

@@ -6,6 +6,37 @@ pub fn reinforce_weight(reward: f64, baseline: f64, sigma: f64, clip: f64, t_nor
     ((reward - baseline) / sigma).clamp(-clip, clip) / t_norm.max(1) as f64
 }
 
+/// A correction's NLL weights, one per token of the corrected reply `chosen`: `changed` for the
+/// tokens a Myers diff against the disliked reply `rejected` marks as inserted or replaced, and for
+/// the `after` tokens following each such run (the reply's continuation has to fit the edit);
+/// `copied` for the rest.
+pub fn edit_weights(chosen: &[u32], rejected: &[u32], changed: f64, copied: f64, after: usize) -> Vec<f64> {
+    use similar::{capture_diff_slices, Algorithm, DiffTag};
+    let mut w = vec![copied; chosen.len()];
+    for op in capture_diff_slices(Algorithm::Myers, rejected, chosen) {
+        let (tag, _, new) = op.as_tag_tuple();
+        if matches!(tag, DiffTag::Insert | DiffTag::Replace) {
+            let end = (new.end + after).min(chosen.len());
+            w[new.start..end].iter_mut().for_each(|x| *x = changed);
+        }
+    }
+    w
+}
+
+/// `log(1 + exp(x))`, without overflow.
+pub fn softplus(x: f64) -> f64 {
+    if x > 30.0 { x } else { x.exp().ln_1p() }
+}
+
+/// A correction's pair weights (DPO with the base model as the reference): with
+/// `margin = sum_w (log p - log q) - sum_l (log p - log q)` over the corrected (`w`) and disliked
+/// (`l`) replies, the loss `-log sigmoid(beta margin)` has the gradient of the surrogate
+/// `g (sum_w log p - sum_l log p)` with `g = beta sigmoid(-beta margin)`. Returns `g` and the loss.
+pub fn pair_weight(margin: f64, beta: f64) -> (f64, f64) {
+    let z = beta * margin;
+    (beta / (1.0 + z.exp()), softplus(-z))
+}
+
 /// Leave-one-out baselines: for each reply, the mean reward of the others of its prompt.
 /// Returns `None` for fewer than two rewards.
 pub fn rloo_baselines(rewards: &[f64]) -> Option<Vec<f64>> {
@@ -140,6 +171,36 @@ mod tests {
         // Advantages R - b of a group sum to zero times k/(k-1) of the centred rewards.
         assert!((reinforce_weight(1.0, 0.0, 0.5, 2.0, 4) - 0.5).abs() < 1e-12);
         assert!((reinforce_weight(-3.0, 0.0, 1.0, 2.0, 1) + 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn edit_weights_mark_what_the_user_changed() {
+        // "the cat sat" -> "Sure, the cat sat": the two inserted tokens and the two after them.
+        close(&edit_weights(&[9, 8, 1, 2, 3], &[1, 2, 3], 1.0, 0.1, 2), &[1.0, 1.0, 1.0, 1.0, 0.1]);
+        // One word replaced in the middle; nothing after it within reach but the next token.
+        close(&edit_weights(&[1, 2, 7, 4, 5, 6], &[1, 2, 3, 4, 5, 6], 1.0, 0.0, 1), &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+        // A deletion changes no token of the corrected reply; identical replies change none.
+        close(&edit_weights(&[1, 2, 4], &[1, 2, 3, 4], 1.0, 0.1, 2), &[0.1, 0.1, 0.1]);
+        close(&edit_weights(&[1, 2], &[1, 2], 1.0, 0.25, 2), &[0.25, 0.25]);
+        // A question appended at the end.
+        close(&edit_weights(&[1, 2, 3, 5, 6], &[1, 2, 3], 1.0, 0.1, 2), &[0.1, 0.1, 0.1, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn pair_weight_is_the_dpo_gradient() {
+        // At margin 0: g = beta / 2 and the loss is ln 2.
+        let (g, loss) = pair_weight(0.0, 0.5);
+        assert!((g - 0.25).abs() < 1e-15 && (loss - std::f64::consts::LN_2).abs() < 1e-15);
+        // g is -d loss / d margin, checked by a central difference.
+        for (m, b) in [(3.0, 0.5), (-2.0, 0.1), (10.0, 1.0)] {
+            let h = 1e-6;
+            let num = -(pair_weight(m + h, b).1 - pair_weight(m - h, b).1) / (2.0 * h);
+            assert!((pair_weight(m, b).0 - num).abs() < 1e-8, "margin {m}, beta {b}");
+        }
+        // A large margin saturates; a very negative one does not overflow.
+        assert!(pair_weight(100.0, 1.0).0 < 1e-40);
+        let (g, loss) = pair_weight(-1e4, 1.0);
+        assert!((g - 1.0).abs() < 1e-12 && (loss - 1e4).abs() < 1e-6);
     }
 
     #[test]

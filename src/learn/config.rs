@@ -141,6 +141,24 @@ pub struct LearnerConfig {
     pub imitate_rated: bool,
     /// Under `supervised`, the weight `c_t` of the user's own message tokens as targets (0: off).
     pub user_text_weight: f64,
+    /// A correction's pair loss: `-log sigmoid(pair_beta * margin)`, where the margin is how much
+    /// more the adapter raised the corrected reply's log-likelihood over the base model's than the
+    /// disliked reply's (DPO, Rafailov et al. 2023, with the base model as the exact reference). The
+    /// loss stops pushing once the margin is a few times `1 / pair_beta` nats, about the KL of one
+    /// changed decision.
+    pub pair_beta: f64,
+    /// The NLL weight `c_t` of the corrected reply's tokens the user changed (and the two after
+    /// each change), so that the corrected reply's likelihood rises and does not fall with the
+    /// disliked one's (RPO, DPO-Positive).
+    pub pair_nll_weight: f64,
+    /// The NLL weight of the corrected reply's tokens copied from the disliked reply: low, so the
+    /// KL budget is spent where the edit is.
+    pub pair_copied_weight: f64,
+    /// How many learned corrections are kept (and persisted) for replay; the oldest go first.
+    pub pair_capacity: usize,
+    /// How many kept corrections each update replays beside its new signals (the least replayed
+    /// first; 0: none).
+    pub pair_replay: usize,
     /// Run an update after this many usable rewards (0: only when `update` is called).
     pub auto_update_after: usize,
     /// At most this many updates in any 60 s (0: no limit).
@@ -198,6 +216,11 @@ impl Default for LearnerConfig {
             kl_backtracks: 3,
             imitate_rated: false,
             user_text_weight: 0.25,
+            pair_beta: 0.5,
+            pair_nll_weight: 1.0,
+            pair_copied_weight: 0.1,
+            pair_capacity: 16,
+            pair_replay: 2,
             auto_update_after: 1,
             max_updates_per_minute: 30,
             max_same_sign_run: 0,
@@ -225,6 +248,7 @@ impl LearnerConfig {
             ("kl_budget", self.kl_budget),
             ("score_clip", self.score_clip),
             ("soft_q_tau", self.soft_q_tau),
+            ("pair_beta", self.pair_beta),
         ];
         for (name, x) in positive {
             if !(x.is_finite() && x > 0.0) {
@@ -265,8 +289,13 @@ impl LearnerConfig {
         if !(self.greedy_tau.is_finite() && self.greedy_tau > 0.0) {
             return Err(Error::Config(format!("greedy_tau must be finite and > 0, got {}", self.greedy_tau)));
         }
-        if !(self.user_text_weight.is_finite() && self.user_text_weight >= 0.0) {
-            return Err(Error::Config(format!("user_text_weight must be finite and >= 0, got {}", self.user_text_weight)));
+        for (name, x) in [("user_text_weight", self.user_text_weight), ("pair_nll_weight", self.pair_nll_weight), ("pair_copied_weight", self.pair_copied_weight)] {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(Error::Config(format!("{name} must be finite and >= 0, got {x}")));
+            }
+        }
+        if self.pair_replay > self.pair_capacity {
+            return Err(Error::Config(format!("pair_replay {} is above pair_capacity {}: an update cannot replay more corrections than are kept", self.pair_replay, self.pair_capacity)));
         }
         if self.max_response_tokens == 0 || self.episode_capacity == 0 || self.critic_window < 2 {
             return Err(Error::Config("max_response_tokens and episode_capacity must be >= 1, critic_window >= 2".into()));
@@ -306,6 +335,9 @@ mod tests {
             LearnerConfig { soft_q_target_period: 0, ..LearnerConfig::default() },
             LearnerConfig { soft_q_replay_batch: 33, ..LearnerConfig::default() },
             LearnerConfig { lr_recovery: 0.5, ..LearnerConfig::default() },
+            LearnerConfig { pair_beta: 0.0, ..LearnerConfig::default() },
+            LearnerConfig { pair_copied_weight: -1.0, ..LearnerConfig::default() },
+            LearnerConfig { pair_replay: 17, ..LearnerConfig::default() },
             LearnerConfig { adapter: LoraConfig { rank: 0, ..LoraConfig::default() }, ..LearnerConfig::default() },
             LearnerConfig { adapter: LoraConfig { rank: 65, ..LoraConfig::default() }, ..LearnerConfig::default() },
         ];

@@ -29,6 +29,10 @@ pub enum EpisodeKind {
     /// The user's own text as language-model targets (the supervised algorithm's self-supervised
     /// part), learned like a demonstration with its own weight.
     UserText,
+    /// A correction: the reply the user wanted instead of a sampled one (held in
+    /// [`Episode::rejected`]), learned as a pair (a DPO-style loss with the base model as the
+    /// reference, plus NLL on the tokens the user changed) and kept for replay.
+    Correction,
 }
 
 /// Rebuilds the full records of a compact episode by a teacher-forced pass (the runtime's model).
@@ -77,6 +81,9 @@ pub struct Episode {
     /// `sigma` from before it went in. A reward returned by a rolled-back update, or kept after an
     /// error, is retried against these, and not counted again.
     pub(crate) baseline_used: Option<(f64, f64)>,
+    /// A correction's disliked reply: a copy of the sampled episode it replaces (its id, prompt and
+    /// reply; records at the correction's temperature while resident).
+    pub(crate) rejected: Option<Box<Episode>>,
 }
 
 impl Episode {
@@ -133,6 +140,7 @@ impl Episode {
             learned: 0,
             rollbacks: 0,
             baseline_used: None,
+            rejected: None,
         }
     }
 
@@ -162,24 +170,39 @@ impl Episode {
         }
         self.tau = tau;
         self.base = base;
+        if let Some(r) = self.rejected.as_deref_mut() {
+            r.prepare(head, tau, scratch)?;
+        }
         Ok(())
     }
 
-    /// Whether the full records are held.
+    /// Whether the full records are held (a correction's and its disliked reply's).
     pub fn is_resident(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() && self.rejected.as_ref().is_none_or(|r| r.is_resident())
     }
 
     /// Drops the full records, keeping what rebuilds them.
     pub(crate) fn compact(&mut self) {
         self.tokens = Vec::new();
         self.base = Vec::new();
+        if let Some(r) = self.rejected.as_deref_mut() {
+            r.compact();
+        }
     }
 
     /// Rebuilds the full records through `source` (a no-op when resident) and prepares them.
     pub(crate) fn make_resident(&mut self, source: &dyn RecordSource, head: &LoraHead, tau: f32, scratch: &mut BaseScratch) -> Result<()> {
         if self.is_resident() {
             return Ok(());
+        }
+        // A correction's two replies are compacted together; both are rebuilt.
+        self.compact();
+        if let Some(r) = self.rejected.as_deref_mut() {
+            let records = source.rebuild(&r.prompt, &r.reply, &r.sampling)?;
+            if records.len() != r.reply.len() || records.iter().zip(&r.reply).any(|(x, &t)| x.token != t) {
+                return Err(Error::Learning(format!("episode {}: the rebuilt records of its disliked reply do not match", self.id)));
+            }
+            r.tokens = records;
         }
         let mut records = source.rebuild(&self.prompt, &self.reply, &self.sampling)?;
         if records.len() != self.reply.len() || records.iter().zip(&self.reply).any(|(r, &t)| r.token != t) {
@@ -190,6 +213,12 @@ impl Episode {
             r.kept = self.kept[i].clone();
         }
         self.tokens = records;
+        if let Some(r) = self.rejected.as_deref_mut() {
+            for (i, x) in r.tokens.iter_mut().enumerate() {
+                x.behaviour_logprob = r.behaviour[i];
+                x.kept = r.kept[i].clone();
+            }
+        }
         if let Err(e) = self.prepare(head, tau, scratch) {
             self.compact();
             return Err(e);
@@ -223,9 +252,26 @@ impl Episode {
     /// with a reward waiting.
     pub fn is_ready(&self) -> bool {
         match self.kind {
-            EpisodeKind::Demonstration | EpisodeKind::UserText => self.learned == 0,
+            EpisodeKind::Demonstration | EpisodeKind::UserText | EpisodeKind::Correction => self.learned == 0,
             EpisodeKind::Sampled => self.reward.is_some(),
         }
+    }
+
+    /// A correction's disliked reply.
+    pub fn rejected(&self) -> Option<&Episode> {
+        self.rejected.as_deref()
+    }
+
+    /// A correction's disliked reply in compact form (restored from storage): the sampled reply
+    /// `id`'s tokens, learned teacher-forced at temperature 1 with the whole vocabulary.
+    pub fn disliked(id: u64, prompt: Vec<u32>, reply: Vec<u32>) -> Result<Episode> {
+        let n = reply.len();
+        Episode::compact_from(id, prompt, reply, vec![0.0; n], vec![None; n], RecordedSampling::at(1.0), EpisodeKind::Sampled)
+    }
+
+    /// Sets a restored correction's disliked reply.
+    pub fn set_rejected(&mut self, rejected: Episode) {
+        self.rejected = Some(Box::new(rejected));
     }
 
     /// Heap and inline bytes held (records, their base statistics, the compact form, the prompt).
@@ -244,7 +290,7 @@ impl Episode {
         let compact = self.reply.capacity() * 4
             + self.behaviour.capacity() * 4
             + self.kept.iter().map(|k| std::mem::size_of::<Option<Vec<u32>>>() + k.as_ref().map_or(0, |k| k.capacity() * 4)).sum::<usize>();
-        std::mem::size_of::<Episode>() + rec + base + compact + self.prompt.capacity() * 4
+        std::mem::size_of::<Episode>() + rec + base + compact + self.prompt.capacity() * 4 + self.rejected.as_ref().map_or(0, |r| r.memory_bytes())
     }
 }
 
@@ -259,7 +305,7 @@ pub enum DropReason {
     Learned,
     /// The user's data was forgotten.
     Forgotten,
-    /// A demonstration whose updates were rolled back [`MAX_ROLLBACKS`] times.
+    /// A demonstration or correction whose updates were rolled back [`MAX_ROLLBACKS`] times.
     RolledBack,
 }
 
@@ -268,9 +314,9 @@ impl DropReason {
         match self {
             DropReason::Expired => "expired: it is older than the episode time to live (learner.episode_ttl_s)",
             DropReason::Evicted => "evicted: more episodes than learner.episode_capacity were recorded after it",
-            DropReason::Learned => "a demonstration that was already learned from; it takes no feedback",
+            DropReason::Learned => "a demonstration that was already learned from (or a correction beyond learner.pair_capacity); it takes no feedback",
             DropReason::Forgotten => "issued before the user's data was forgotten",
-            DropReason::RolledBack => "a demonstration dropped after every update that tried to learn it was rolled back",
+            DropReason::RolledBack => "a demonstration or correction dropped after every update that tried to learn it was rolled back",
         }
     }
 }
@@ -290,6 +336,7 @@ const DROPPED_MEMORY: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct EpisodeBuffer {
     capacity: usize,
+    pairs: usize,
     resident: usize,
     ttl_s: u64,
     items: VecDeque<Episode>,
@@ -301,16 +348,41 @@ pub struct EpisodeBuffer {
 impl EpisodeBuffer {
     /// An empty buffer holding at most `capacity` episodes (at least one), of which the newest
     /// `resident` waiting ones keep their full records, each for at most `ttl_s` seconds (0: no
-    /// limit).
-    pub fn new(capacity: usize, resident: usize, ttl_s: u64) -> EpisodeBuffer {
-        EpisodeBuffer { capacity: capacity.max(1), resident, ttl_s, items: VecDeque::new(), dropped: VecDeque::new(), next_id: 0, rebuildable: false }
+    /// limit), and at most `pairs` learned corrections kept for replay.
+    pub fn new(capacity: usize, resident: usize, ttl_s: u64, pairs: usize) -> EpisodeBuffer {
+        EpisodeBuffer { capacity: capacity.max(1), pairs, resident, ttl_s, items: VecDeque::new(), dropped: VecDeque::new(), next_id: 0, rebuildable: false }
     }
 
     /// Changes the limits (a runtime's configuration may differ from a stored one).
-    pub fn set_limits(&mut self, capacity: usize, resident: usize, ttl_s: u64) {
+    pub fn set_limits(&mut self, capacity: usize, resident: usize, ttl_s: u64, pairs: usize) {
         self.capacity = capacity.max(1);
         self.resident = resident;
         self.ttl_s = ttl_s;
+        self.pairs = pairs;
+        self.trim_pairs();
+    }
+
+    /// Drops the oldest learned corrections beyond the pair capacity.
+    fn trim_pairs(&mut self) {
+        let learned: Vec<u64> = self.items.iter().filter(|e| e.kind == EpisodeKind::Correction && e.learned > 0).map(|e| e.id).collect();
+        if learned.len() <= self.pairs {
+            return;
+        }
+        let gone = &learned[..learned.len() - self.pairs];
+        self.items.retain(|e| !gone.contains(&e.id));
+        for &id in gone {
+            self.note_dropped(id, DropReason::Learned);
+        }
+    }
+
+    /// Removes and returns up to `n` learned corrections for replay: the least replayed first,
+    /// then the newest.
+    pub(crate) fn take_replay(&mut self, n: usize) -> Vec<Episode> {
+        let mut cands: Vec<(u32, std::cmp::Reverse<u64>)> =
+            self.items.iter().filter(|e| e.kind == EpisodeKind::Correction && e.learned > 0).map(|e| (e.learned, std::cmp::Reverse(e.id))).collect();
+        cands.sort_unstable();
+        let ids: Vec<u64> = cands.into_iter().take(n).map(|(_, std::cmp::Reverse(id))| id).collect();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
     /// The id the next episode gets.
@@ -451,7 +523,7 @@ impl EpisodeBuffer {
                 e.reward = None;
                 e.rollbacks = 0;
                 e.baseline_used = None;
-            } else if rolled_back && (e.reward.is_some() || e.kind != EpisodeKind::Sampled) {
+            } else if rolled_back && (e.reward.is_some() || (e.kind != EpisodeKind::Sampled && e.learned == 0)) {
                 e.rollbacks += 1;
                 if e.rollbacks >= MAX_ROLLBACKS {
                     dropped += 1;
@@ -465,7 +537,7 @@ impl EpisodeBuffer {
                     e.baseline_used = None;
                 }
             }
-            if e.kind != EpisodeKind::Sampled && e.learned > 0 {
+            if matches!(e.kind, EpisodeKind::Demonstration | EpisodeKind::UserText) && e.learned > 0 {
                 self.note_dropped(e.id, DropReason::Learned);
                 continue;
             }
@@ -477,6 +549,7 @@ impl EpisodeBuffer {
                 self.note_dropped(old.id, DropReason::Evicted);
             }
         }
+        self.trim_pairs();
         self.compact_old();
         dropped
     }

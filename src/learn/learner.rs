@@ -118,7 +118,7 @@ impl Learner {
         config.validate()?;
         let head = LoraHead::new(&config.adapter, hidden_size, vocab_size)?;
         Ok(Learner {
-            episodes: EpisodeBuffer::new(config.episode_capacity, config.resident_episodes, config.episode_ttl_s),
+            episodes: EpisodeBuffer::new(config.episode_capacity, config.resident_episodes, config.episode_ttl_s, config.pair_capacity),
             policy: Policy::new(head, config.lr),
             beta: config.beta,
             config,
@@ -243,6 +243,49 @@ impl Learner {
         self.record(prompt, tokens, sampling, EpisodeKind::Demonstration, 1.0)
     }
 
+    /// Stores a correction of the sampled reply `rejected_id`: "the user wanted this instead".
+    /// `chosen` are the teacher-forced records of the corrected reply after that reply's prompt,
+    /// `rejected` those of the disliked reply itself (both at temperature 1, no repetition
+    /// penalty). It is learned as a pair at the next update (and replayed after, up to
+    /// `pair_capacity` kept) and may complete a batch like feedback. The reply keeps its own
+    /// rewards and takes later ones. Returns the correction's episode id and what happened.
+    ///
+    /// Errors: [`Error::UnknownEpisode`] for an id not held; [`Error::InvalidArgument`] for an
+    /// episode that is not a sampled reply, records that do not match the reply, or a corrected
+    /// reply equal to it.
+    pub fn give_correction(&mut self, rejected_id: u64, chosen: Vec<TokenRecord>, rejected: Vec<TokenRecord>) -> Result<(u64, FeedbackOutcome)> {
+        let id = self.record_correction(rejected_id, chosen, rejected)?;
+        Ok((id, self.maybe_update(Instant::now())?))
+    }
+
+    /// [`Learner::give_correction`] without the update it may trigger.
+    pub fn record_correction(&mut self, rejected_id: u64, chosen: Vec<TokenRecord>, rejected: Vec<TokenRecord>) -> Result<u64> {
+        let orig = self.episodes.get(rejected_id)?;
+        if orig.kind != EpisodeKind::Sampled {
+            return Err(Error::InvalidArgument(format!("episode {rejected_id} is not a sampled reply (a demonstration or correction); only a reply can be corrected")));
+        }
+        if rejected.len() != orig.reply.len() || rejected.iter().zip(&orig.reply).any(|(r, &t)| r.token != t) {
+            return Err(Error::InvalidArgument(format!("the records given for episode {rejected_id}'s reply do not match its tokens")));
+        }
+        if chosen.iter().map(|r| r.token).eq(orig.reply.iter().copied()) {
+            return Err(Error::InvalidArgument(format!("the corrected reply is the same as episode {rejected_id}'s reply")));
+        }
+        let prompt = orig.prompt.clone();
+        let sampling = RecordedSampling::at(1.0);
+        let tau = self.train_tau(sampling.temperature)?;
+        let id = self.episodes.next_id();
+        let version = self.counters.version;
+        let disliked = Episode::new(rejected_id, prompt.clone(), rejected, sampling.clone(), version, EpisodeKind::Sampled);
+        let mut ep = Episode::new(id, prompt, chosen, sampling, version, EpisodeKind::Correction);
+        ep.rejected = Some(Box::new(disliked));
+        ep.prepare(&self.policy.head, tau, &mut self.policy.scratch)?;
+        self.episodes.issue_id();
+        self.counters.episodes += 1;
+        self.episodes.expire(ep.created_unix);
+        self.push_episode(ep);
+        Ok(id)
+    }
+
     /// Stores the user's own text (teacher-forced records of their message after its context) as
     /// language-model targets with `c_t = user_text_weight`, learned at the next update.
     pub fn record_user_text(&mut self, prompt: Vec<u32>, tokens: Vec<TokenRecord>) -> Result<u64> {
@@ -312,7 +355,7 @@ impl Learner {
     pub fn give_feedback_at(&mut self, id: u64, reward: &Reward, now: Instant) -> Result<FeedbackOutcome> {
         let ep = self.episodes.get(id)?;
         if ep.kind != EpisodeKind::Sampled {
-            return Err(Error::InvalidArgument(format!("episode {id} is a demonstration; it takes no feedback")));
+            return Err(Error::InvalidArgument(format!("episode {id} is a demonstration or correction; it takes no feedback")));
         }
         let c = &self.config;
         let (r, parts) = combine_parts(reward, &mut self.stats.scores, c.baseline_rate, c.sigma_floor, c.score_clip)?;
@@ -430,7 +473,7 @@ impl Learner {
         }
         let version = self.counters.version.max(state.counters.version) + 1;
         let next_id = self.episodes.next_id().max(state.counters.next_id);
-        self.episodes.set_limits(state.config.episode_capacity, state.config.resident_episodes, state.config.episode_ttl_s);
+        self.episodes.set_limits(state.config.episode_capacity, state.config.resident_episodes, state.config.episode_ttl_s, state.config.pair_capacity);
         self.episodes.advance_ids(next_id);
         self.policy.grad = HeadGrad::new(head.rank(), head.hidden_size());
         self.policy.head = head;
@@ -450,9 +493,9 @@ impl Learner {
     /// forward): a reset or a rollback to a fresh adapter changes the adapter, never the ids.
     pub fn adopt_episodes(&mut self, old: &mut Learner) {
         let next_id = old.episodes.next_id().max(self.episodes.next_id());
-        let mut buffer = std::mem::replace(&mut old.episodes, EpisodeBuffer::new(1, 0, 0));
+        let mut buffer = std::mem::replace(&mut old.episodes, EpisodeBuffer::new(1, 0, 0, 0));
         let c = &self.config;
-        buffer.set_limits(c.episode_capacity, c.resident_episodes, c.episode_ttl_s);
+        buffer.set_limits(c.episode_capacity, c.resident_episodes, c.episode_ttl_s, c.pair_capacity);
         buffer.advance_ids(next_id);
         self.episodes = buffer;
         // The sources of rewards those episodes still wait to learn, for the next report.

@@ -64,6 +64,9 @@ pub struct LossTerms {
     /// Soft Q-learning's Bellman loss `1/2 sum_t (Q_t - y_t)^2 / T_norm` per episode, before the step.
     #[serde(default)]
     pub bellman: f64,
+    /// Corrections' pair loss `-log sigmoid(pair_beta * margin)` per pair, before the step.
+    #[serde(default)]
+    pub pair: f64,
 }
 
 /// The probe measurements after an update.
@@ -137,6 +140,16 @@ pub struct UpdateReport {
     /// before).
     #[serde(default)]
     pub replayed_episodes: usize,
+    /// Corrections learned as pairs in the step (replayed ones included).
+    #[serde(default)]
+    pub pairs: usize,
+    /// Of them, corrections learned before and replayed.
+    #[serde(default)]
+    pub replayed_pairs: usize,
+    /// The pairs' mean margin before the step: how many nats more the adapter raised the
+    /// corrected replies' log-likelihood over the base model's than the disliked replies'.
+    #[serde(default)]
+    pub pair_margin: Option<f64>,
     /// Soft Q-learning: accepted updates since the target adapter was taken (`None` under other
     /// algorithms).
     #[serde(default)]
@@ -200,6 +213,9 @@ impl UpdateReport {
             failed_episodes: 0,
             skipped_episodes: 0,
             replayed_episodes: 0,
+            pairs: 0,
+            replayed_pairs: 0,
+            pair_margin: None,
             target_age: None,
             tokens: 0,
             loss: LossTerms::default(),

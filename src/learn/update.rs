@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::advantage::{self, ppo_weights, reinforce_weight};
+use super::advantage::{self, pair_weight, ppo_weights, reinforce_weight};
 use super::config::Algorithm;
 use super::episode::{Episode, EpisodeKind};
 use super::guard::{summarise, violation};
 use super::learner::Learner;
 use super::report::{RollbackReason, SkipReason, UpdateOutcome, UpdateReport};
-use crate::adapter::{GradEpisode, LoraHead};
+use crate::adapter::{BaseStats, GradEpisode, LoraHead};
+use crate::generate::TokenRecord;
 use crate::error::{Error, Result};
 
 /// The scales of `B` tried, in order, to project a step back inside the KL budget.
@@ -30,6 +31,23 @@ struct Planned {
     beta: f64,
     targets: Option<Vec<f64>>,
     logit_weights: Option<Vec<f64>>,
+    /// The disliked reply of a correction (the episode's [`Episode::rejected`]), not its own.
+    rejected: bool,
+}
+
+impl Planned {
+    fn on(ep: usize, weights: Vec<f64>, beta: f64) -> Planned {
+        Planned { ep, weights, beta, targets: None, logit_weights: None, rejected: false }
+    }
+
+    /// The records and base statistics this share is learned on.
+    fn records<'a>(&self, episodes: &'a [Episode]) -> (&'a [TokenRecord], &'a [BaseStats]) {
+        let ep = &episodes[self.ep];
+        match (self.rejected, ep.rejected.as_deref()) {
+            (true, Some(r)) => (&r.tokens, &r.base),
+            _ => (&ep.tokens, &ep.base),
+        }
+    }
 }
 
 impl Learner {
@@ -57,6 +75,10 @@ impl Learner {
         let mut episodes = self.episodes.take_ready();
         let soft_q = self.config.algorithm == Algorithm::SoftQ;
         let fresh: Vec<u64> = episodes.iter().map(|e| e.id).collect();
+        // A few corrections learned before are replayed beside the new signals.
+        let pairs = self.episodes.take_replay(self.config.pair_replay);
+        rep.replayed_pairs = pairs.len();
+        episodes.extend(pairs);
         let mut replayed = HashMap::new();
         if soft_q {
             let (more, rewards) = self.soft_q_prepare(&fresh);
@@ -81,10 +103,9 @@ impl Learner {
         baselined.into_iter().for_each(|(i, b, s)| episodes[i].baseline_used = Some((b, s)));
         let rolled_back = matches!(&result, Ok(r) if matches!(r.outcome, UpdateOutcome::RolledBack(_)));
         let consumed: Vec<bool> = episodes.iter().map(|e| result.is_ok() && !rolled_back && !replayed.contains_key(&e.id)).collect();
-        if rolled_back {
-            let returned = episodes.iter().filter(|e| e.reward.is_some() || e.kind != EpisodeKind::Sampled).count();
-            self.counters.returned_signals += returned as u64;
-        }
+        // Signals that wait for the next update (kept corrections replayed here are not signals).
+        let returned = if rolled_back { episodes.iter().filter(|e| e.reward.is_some() || (e.kind != EpisodeKind::Sampled && e.learned == 0)).count() } else { 0 };
+        self.counters.returned_signals += returned as u64;
         if soft_q {
             if let Ok(r) = &result {
                 let learned: Vec<(u64, f64)> = episodes
@@ -100,7 +121,7 @@ impl Learner {
         self.counters.dropped_signals += dropped as u64;
         result.map(|mut rep| {
             if rolled_back {
-                rep.returned_episodes = rep.episodes;
+                rep.returned_episodes = returned;
                 rep.dropped_signals = dropped;
             }
             self.report_parts(rep, &fresh)
@@ -173,7 +194,13 @@ impl Learner {
             let n = ep.tokens.len();
             let reward = match (ep.kind, ep.reward) {
                 (EpisodeKind::Demonstration | EpisodeKind::UserText, _) => {
-                    planned.push(Planned { ep: i, weights: vec![f64::from(ep.weight); n], beta: 0.0, targets: None, logit_weights: None });
+                    planned.push(Planned::on(i, vec![f64::from(ep.weight); n], 0.0));
+                    continue;
+                }
+                (EpisodeKind::Correction, _) => {
+                    let [w, l] = self.pair_plan(ep, rep)?;
+                    planned.push(Planned::on(i, w, 0.0));
+                    planned.push(Planned { rejected: true, ..Planned::on(i, l, 0.0) });
                     continue;
                 }
                 (EpisodeKind::Sampled, Some(r)) => r,
@@ -192,7 +219,7 @@ impl Learner {
                     self.stats.baseline.push(reward, cfg.baseline_rate);
                     baselined.push((i, mean0, sigma0));
                 }
-                planned.push(Planned { ep: i, weights: vec![0.0; n], beta: self.beta * kl_scale, targets: None, logit_weights: Some(k) });
+                planned.push(Planned { logit_weights: Some(k), ..Planned::on(i, vec![0.0; n], self.beta * kl_scale) });
                 continue;
             }
             if ep.baseline_used.is_none() {
@@ -241,16 +268,43 @@ impl Learner {
                 rep.clipped_tokens += clipped.clipped;
                 weights = clipped.weights;
             }
-            planned.push(Planned { ep: i, weights, beta: self.beta * kl_scale, targets, logit_weights: None });
+            planned.push(Planned { targets, ..Planned::on(i, weights, self.beta * kl_scale) });
         }
-        // The step averages over episodes: both terms of each episode's objective.
-        let k = planned.len().max(1) as f64;
+        // The step averages over episodes (a correction's two replies are one): both terms of
+        // each episode's objective.
+        let k = planned.iter().filter(|p| !p.rejected).count().max(1) as f64;
         planned.iter_mut().for_each(|p| {
             p.weights.iter_mut().chain(p.logit_weights.iter_mut().flatten()).for_each(|w| *w /= k);
             p.beta /= k;
         });
         rep.loss.bellman /= k;
+        if rep.pairs > 0 {
+            rep.loss.pair /= rep.pairs as f64;
+            rep.pair_margin = rep.pair_margin.map(|m| m / rep.pairs as f64);
+        }
         Ok(planned)
+    }
+
+    /// A correction's two weight vectors (corrected reply, disliked reply): the DPO gradient
+    /// `+-g` on every token of each, and NLL on the corrected reply's tokens weighted by what the
+    /// user changed ([`advantage::edit_weights`]). Adds to the report's pair loss and margin.
+    fn pair_plan(&mut self, ep: &Episode, rep: &mut UpdateReport) -> Result<[Vec<f64>; 2]> {
+        let cfg = &self.config;
+        let Some(rej) = ep.rejected.as_deref() else {
+            return Err(Error::Learning(format!("correction {} holds no disliked reply", ep.id)));
+        };
+        let p = &mut self.policy;
+        let mut ratio = |tokens: &[TokenRecord], base: &[BaseStats]| -> Result<f64> {
+            p.math.evaluate(&p.head, tokens, base, &mut p.evals)?;
+            Ok(p.evals.iter().map(|e| e.logp - e.base_logp).sum())
+        };
+        let margin = ratio(&ep.tokens, &ep.base)? - ratio(&rej.tokens, &rej.base)?;
+        let (g, loss) = pair_weight(margin, cfg.pair_beta);
+        rep.pairs += 1;
+        rep.loss.pair += loss;
+        rep.pair_margin = Some(rep.pair_margin.unwrap_or(0.0) + margin);
+        let chosen = advantage::edit_weights(&ep.reply, &rej.reply, cfg.pair_nll_weight, cfg.pair_copied_weight, 2).into_iter().map(|w| w + g).collect();
+        Ok([chosen, vec![-g; rej.tokens.len()]])
     }
 
     fn step(&mut self, episodes: &[Episode], planned: &[Planned], mut rep: UpdateReport, start: Instant) -> Result<UpdateReport> {
@@ -258,19 +312,19 @@ impl Learner {
         let batch: Vec<GradEpisode<'_>> = planned
             .iter()
             .map(|p| {
-                let ep = &episodes[p.ep];
-                GradEpisode { tokens: &ep.tokens, base: &ep.base, weights: &p.weights, beta: p.beta, logit_weights: p.logit_weights.as_deref(), value_targets: p.targets.as_deref() }
+                let (tokens, base) = p.records(episodes);
+                GradEpisode { tokens, base, weights: &p.weights, beta: p.beta, logit_weights: p.logit_weights.as_deref(), value_targets: p.targets.as_deref() }
             })
             .collect();
-        rep.episode_ids = planned.iter().map(|p| episodes[p.ep].id).collect();
+        rep.episode_ids = planned.iter().filter(|p| !p.rejected).map(|p| episodes[p.ep].id).collect();
         rep.episode_ids.sort_unstable();
         let p = &mut self.policy;
         let stats = p.math.gradient(&p.head, &batch, &mut p.grad)?;
-        let value_tokens: usize = planned.iter().filter(|p| p.targets.is_some()).map(|p| episodes[p.ep].tokens.len()).sum();
+        let value_tokens: usize = planned.iter().filter(|p| p.targets.is_some()).map(|p| p.records(episodes).0.len()).sum();
         if value_tokens > 0 {
             p.grad.scale_value(1.0 / value_tokens as f64);
         }
-        rep.episodes = planned.len();
+        rep.episodes = rep.episode_ids.len();
         rep.tokens = stats.tokens;
         rep.mean_kl = stats.kl_sum / stats.tokens.max(1) as f64;
         rep.loss.policy = -stats.policy_objective;
@@ -394,11 +448,11 @@ impl Learner {
     /// Mean `KL(p_old || p_current)` per token over the planned episodes.
     fn batch_step_kl(&mut self, old: &LoraHead, episodes: &[Episode], planned: &[Planned]) -> Result<f64> {
         let (mut sum, mut n) = (0.0, 0usize);
-        for p in planned {
-            let ep = &episodes[p.ep];
+        for pl in planned {
+            let (tokens, base) = pl.records(episodes);
             let p = &mut self.policy;
-            sum += p.math.step_kl(old, &p.head, &ep.tokens, &ep.base)? * ep.tokens.len() as f64;
-            n += ep.tokens.len();
+            sum += p.math.step_kl(old, &p.head, tokens, base)? * tokens.len() as f64;
+            n += tokens.len();
         }
         Ok(sum / n.max(1) as f64)
     }
@@ -417,8 +471,8 @@ impl Learner {
         }
         let mut all = Vec::new();
         for pl in planned {
-            let ep = &episodes[pl.ep];
-            p.math.evaluate(&p.head, &ep.tokens, &ep.base, &mut p.evals)?;
+            let (tokens, base) = pl.records(episodes);
+            p.math.evaluate(&p.head, tokens, base, &mut p.evals)?;
             all.extend_from_slice(&p.evals);
         }
         Ok(violation(&summarise(&all), &self.config, false))

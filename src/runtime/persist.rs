@@ -12,7 +12,7 @@ use crate::generate::RecordedSampling;
 use crate::learn::{Counters, Episode, EpisodeKind, Learner, LearnerConfig, LearnerState, RewardHistory, RunningStats, ScoreStats, STATE_VERSION};
 use crate::learn::guard::SignRun;
 use crate::adapter::{AdamParts, HeadParts, LoraConfig};
-use crate::store::{AdapterConfig, AdapterRecord, PendingEpisode, PendingRecord, RewardSummary, Tensor};
+use crate::store::{AdapterConfig, AdapterRecord, PendingEpisode, PendingPair, PendingRecord, RewardSummary, Tensor};
 
 fn tensor(shape: Vec<u32>, data: Vec<f32>) -> Result<Tensor> {
     Tensor::new(shape, data).map_err(|e| Error::Store(e.to_string()))
@@ -41,7 +41,12 @@ pub use crate::learn::episode::now_unix;
 /// `episodes` false only the reservation is written.
 pub fn pending_from_learner(learner: &Learner, reserved_ids: u64, episodes: bool) -> PendingRecord {
     let eps = if episodes { learner.episodes().map(pending_episode).collect() } else { Vec::new() };
-    PendingRecord { reserved_ids: reserved_ids.max(learner.next_episode_id()), adapter_version: learner.counters().version, episodes: eps }
+    let pairs = if episodes {
+        learner.episodes().filter_map(|e| e.rejected().map(|r| PendingPair { correction: e.id, rejected_id: r.id, reply: r.reply.clone() })).collect()
+    } else {
+        Vec::new()
+    };
+    PendingRecord { reserved_ids: reserved_ids.max(learner.next_episode_id()), adapter_version: learner.counters().version, episodes: eps, pairs }
 }
 
 fn pending_episode(e: &Episode) -> PendingEpisode {
@@ -51,6 +56,7 @@ fn pending_episode(e: &Episode) -> PendingEpisode {
             EpisodeKind::Sampled => 0,
             EpisodeKind::Demonstration => 1,
             EpisodeKind::UserText => 2,
+            EpisodeKind::Correction => 3,
         },
         created_unix: e.created_unix,
         created_step: e.created_step,
@@ -74,7 +80,8 @@ pub fn episodes_from_pending(rec: &PendingRecord) -> Result<Vec<Episode>> {
             let kind = match p.kind {
                 0 => EpisodeKind::Sampled,
                 1 => EpisodeKind::Demonstration,
-                _ => EpisodeKind::UserText,
+                2 => EpisodeKind::UserText,
+                _ => EpisodeKind::Correction,
             };
             let kept = p.kept.iter().map(|k| if k.is_empty() { None } else { Some(k.clone()) }).collect();
             let sampling = RecordedSampling { temperature: p.temperature, repetition_penalty: p.repetition_penalty };
@@ -83,6 +90,10 @@ pub fn episodes_from_pending(rec: &PendingRecord) -> Result<Vec<Episode>> {
             e.created_step = p.created_step;
             e.weight = p.weight;
             e.set_pending(p.reward, p.learned);
+            if kind == EpisodeKind::Correction {
+                let pair = rec.pairs.iter().find(|q| q.correction == p.id).ok_or_else(|| Error::Store(format!("pending correction {} has no disliked reply", p.id)))?;
+                e.set_rejected(Episode::disliked(pair.rejected_id, p.prompt.clone(), pair.reply.clone())?);
+            }
             Ok(e)
         })
         .collect()

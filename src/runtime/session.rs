@@ -353,6 +353,53 @@ impl UserSession {
         Ok(id)
     }
 
+    /// Corrects episode `episode_id`'s reply: the user wanted `corrected` instead. Both replies are
+    /// teacher-forced through the model after the reply's prompt and learned as a pair (see
+    /// [`Learner::give_correction`]): at the next update, which this may trigger like feedback,
+    /// and replayed after. Works for any sampled reply the session still holds, before or after
+    /// its reward was learned and after a restart. Returns the correction's episode id and what
+    /// happened; in background mode it waits for a running update to land and returns
+    /// [`FeedbackOutcome::Queued`], the update it makes due running on the learning thread.
+    ///
+    /// Errors: [`Error::UnknownEpisode`] for an id not held (the message says why);
+    /// [`Error::InvalidArgument`] for an empty correction, one equal to the reply, or an episode that
+    /// is a demonstration or correction; [`Error::ContextOverflow`] when the prompt and the
+    /// correction do not fit the context.
+    pub fn correct(&mut self, episode_id: u64, corrected: &str) -> Result<(u64, FeedbackOutcome)> {
+        self.settle();
+        let ep = self.learner.episode(episode_id)?;
+        if ep.kind != EpisodeKind::Sampled {
+            return Err(Error::InvalidArgument(format!("episode {episode_id} is a demonstration or correction; only a sampled reply can be corrected")));
+        }
+        let (prompt, reply) = (ep.prompt.clone(), ep.reply.clone());
+        let model = self.runtime.model();
+        // The reply as the user saw it (special tokens such as the end of turn left out).
+        if model.tokenizer().decode(&reply, true)?.trim() == corrected.trim() {
+            return Err(Error::InvalidArgument(format!("the corrected reply is the same as episode {episode_id}'s reply")));
+        }
+        let chosen = model.teacher_force(&prompt, corrected)?;
+        let rejected = model.teacher_force_ids(&prompt, &reply, 1.0)?;
+        self.reserve_ids()?;
+        let out = if self.background() {
+            let after = std::mem::replace(&mut self.learner.config.auto_update_after, 0);
+            let r = self.learner.give_correction(episode_id, chosen, rejected);
+            self.learner.config.auto_update_after = after;
+            let (id, _) = r?;
+            self.persist_pending();
+            if self.update_due() {
+                self.launch()?;
+            }
+            return Ok((id, FeedbackOutcome::Queued));
+        } else {
+            self.learner.give_correction(episode_id, chosen, rejected)
+        };
+        self.persist_pending();
+        if let Ok((_, FeedbackOutcome::Updated(rep))) = &out {
+            self.last_report = Some(rep.clone());
+        }
+        out
+    }
+
     /// Sets (or, with `None`, removes) the host's reward callback: `callback` rewards call it with
     /// the reply text, on this thread, before the feedback call returns. A result that is not
     /// finite makes that feedback [`Error::InvalidReward`], and nothing is learned from it.

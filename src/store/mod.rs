@@ -82,7 +82,7 @@ mod user_id;
 mod wire_v1;
 
 pub use adapter_store::{AdapterStore, PENDING_FILE};
-pub use pending::{PendingEpisode, PendingRecord, PENDING_MAGIC, PENDING_VERSION};
+pub use pending::{PendingEpisode, PendingPair, PendingRecord, PENDING_MAGIC, PENDING_VERSION};
 pub use cache::CacheStats;
 pub use crypt::{EncryptionKey, SEAL_MAGIC, SEAL_VERSION};
 pub use error::StoreError;

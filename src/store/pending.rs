@@ -4,8 +4,8 @@
 //! ```text
 //! offset  size  field
 //! 0       8     magic  b"\x89ATPEND\n"
-//! 8       2     format version, u16 little-endian (1)
-//! 10      ..    body: `PendingV1` in postcard
+//! 8       2     format version, u16 little-endian (2; version 1, without corrections, is read)
+//! 10      ..    body: `PendingRecord` in postcard (version 1: the same without `pairs`)
 //! len-4   4     CRC-32 (IEEE) of every byte before it, u32 little-endian
 //! ```
 //!
@@ -21,15 +21,16 @@ use super::error::StoreError;
 
 /// The first eight bytes of a pending-episodes file.
 pub const PENDING_MAGIC: [u8; 8] = *b"\x89ATPEND\n";
-/// The version this build writes and reads.
-pub const PENDING_VERSION: u16 = 1;
+/// The version this build writes (it reads 1 and 2).
+pub const PENDING_VERSION: u16 = 2;
 
 /// One persisted episode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingEpisode {
     /// Its id.
     pub id: u64,
-    /// 0 sampled reply, 1 demonstration, 2 the user's own text.
+    /// 0 sampled reply, 1 demonstration, 2 the user's own text, 3 a correction (its disliked
+    /// reply in [`PendingRecord::pairs`]).
     pub kind: u8,
     /// When it was recorded (Unix seconds).
     pub created_unix: u64,
@@ -55,6 +56,26 @@ pub struct PendingEpisode {
     pub learned: u32,
 }
 
+/// A correction's disliked reply (teacher-forced at temperature 1 when learned, so only its tokens
+/// are kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingPair {
+    /// The correction's episode id (an episode of kind 3 in the same file).
+    pub correction: u64,
+    /// The id of the sampled reply it corrects.
+    pub rejected_id: u64,
+    /// The disliked reply's token ids.
+    pub reply: Vec<u32>,
+}
+
+/// The body of a version-1 file (no corrections).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct PendingRecordV1 {
+    reserved_ids: u64,
+    adapter_version: u64,
+    episodes: Vec<PendingEpisode>,
+}
+
 /// Everything in the file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PendingRecord {
@@ -67,6 +88,8 @@ pub struct PendingRecord {
     pub adapter_version: u64,
     /// The held episodes, oldest first.
     pub episodes: Vec<PendingEpisode>,
+    /// The disliked replies of the corrections among them, one per correction.
+    pub pairs: Vec<PendingPair>,
 }
 
 impl PendingRecord {
@@ -74,7 +97,7 @@ impl PendingRecord {
     pub fn validate(&self) -> Result<(), StoreError> {
         for e in &self.episodes {
             let n = e.reply.len();
-            if n == 0 || e.behaviour.len() != n || e.kept.len() != n || e.kind > 2 {
+            if n == 0 || e.behaviour.len() != n || e.kept.len() != n || e.kind > 3 {
                 return Err(StoreError::InvalidRecord(format!("pending episode {}: inconsistent lengths or kind", e.id)));
             }
             if e.id >= self.reserved_ids {
@@ -88,6 +111,16 @@ impl PendingRecord {
             if !finite {
                 return Err(StoreError::InvalidRecord(format!("pending episode {} holds a non-finite number", e.id)));
             }
+        }
+        for (i, p) in self.pairs.iter().enumerate() {
+            let owner = self.episodes.iter().filter(|e| e.id == p.correction && e.kind == 3).count();
+            if owner != 1 || p.reply.is_empty() || self.pairs[..i].iter().any(|q| q.correction == p.correction) {
+                return Err(StoreError::InvalidRecord(format!("pending correction {}: no single correction episode, or an empty disliked reply", p.correction)));
+            }
+        }
+        let corrections = self.episodes.iter().filter(|e| e.kind == 3).count();
+        if corrections != self.pairs.len() {
+            return Err(StoreError::InvalidRecord(format!("{corrections} pending corrections but {} disliked replies", self.pairs.len())));
         }
         Ok(())
     }
@@ -120,10 +153,15 @@ impl PendingRecord {
             return Err(StoreError::ChecksumMismatch { stored, computed });
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != PENDING_VERSION {
-            return Err(StoreError::VersionTooNew { found: version, current: PENDING_VERSION });
-        }
-        let (rec, rest): (PendingRecord, &[u8]) = postcard::take_from_bytes(&covered[10..]).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let body = &covered[10..];
+        let (rec, rest) = match version {
+            1 => {
+                let (v1, rest): (PendingRecordV1, &[u8]) = postcard::take_from_bytes(body).map_err(|e| StoreError::Malformed(e.to_string()))?;
+                (PendingRecord { reserved_ids: v1.reserved_ids, adapter_version: v1.adapter_version, episodes: v1.episodes, pairs: Vec::new() }, rest)
+            }
+            PENDING_VERSION => postcard::take_from_bytes::<PendingRecord>(body).map_err(|e| StoreError::Malformed(e.to_string()))?,
+            _ => return Err(StoreError::VersionTooNew { found: version, current: PENDING_VERSION }),
+        };
         if !rest.is_empty() {
             return Err(StoreError::Malformed(format!("{} trailing bytes", rest.len())));
         }
@@ -155,7 +193,19 @@ mod tests {
                 reward: Some(-1.0),
                 learned: 1,
             }],
+            pairs: Vec::new(),
         }
+    }
+
+    fn with_pair() -> PendingRecord {
+        let mut r = sample();
+        let mut c = r.episodes[0].clone();
+        c.id = 6;
+        c.kind = 3;
+        c.reward = None;
+        r.episodes.push(c);
+        r.pairs.push(PendingPair { correction: 6, rejected_id: 5, reply: vec![7, 8] });
+        r
     }
 
     #[test]
@@ -175,5 +225,43 @@ mod tests {
         bad = sample();
         bad.episodes[0].behaviour.pop();
         assert!(bad.encode().is_err());
+    }
+
+    #[test]
+    fn corrections_round_trip_and_must_pair_up() {
+        let r = with_pair();
+        assert_eq!(PendingRecord::decode(&r.encode().unwrap()).unwrap(), r);
+        let mut bad = with_pair();
+        bad.pairs.clear();
+        assert!(bad.encode().is_err(), "a correction without its disliked reply");
+        bad = with_pair();
+        bad.pairs[0].correction = 5;
+        assert!(bad.encode().is_err(), "a disliked reply whose owner is not a correction");
+        bad = with_pair();
+        bad.pairs.push(bad.pairs[0].clone());
+        assert!(bad.encode().is_err(), "two disliked replies for one correction");
+        bad = with_pair();
+        bad.pairs[0].reply.clear();
+        assert!(bad.encode().is_err());
+    }
+
+    #[test]
+    fn version_1_files_are_read() {
+        // A version-1 image: the same envelope around the body without `pairs`.
+        let r = sample();
+        let v1 = PendingRecordV1 { reserved_ids: r.reserved_ids, adapter_version: r.adapter_version, episodes: r.episodes.clone() };
+        let mut out = PENDING_MAGIC.to_vec();
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&postcard::to_allocvec(&v1).unwrap());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(PendingRecord::decode(&out).unwrap(), r);
+        // A version from the future is refused.
+        let mut future = r.encode().unwrap();
+        future[8] = 9;
+        let n = future.len() - 4;
+        let crc = crc32fast::hash(&future[..n]);
+        future[n..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(PendingRecord::decode(&future), Err(StoreError::VersionTooNew { found: 9, .. })));
     }
 }

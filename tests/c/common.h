@@ -71,9 +71,9 @@ static inline const char *model_dir(void) {
     return d && d[0] ? d : "models/tiny";
 }
 
-/* A configuration for the tiny model: CPU, 2 threads, a small KV cache, short probes, no rate
- * limit, an update after every `auto_update_after` rewards. `store_dir` NULL: no store. */
-static inline char *test_config(const char *store_dir, int auto_update_after, int max_context) {
+/* A configuration for the tiny model: CPU, 2 threads, a small KV cache, short probes, and the
+ * learner settings `learner` (a JSON object). `store_dir` NULL: no store. */
+static inline char *test_config_learner(const char *store_dir, int max_context, const char *learner) {
     char *buf = (char *)malloc(4096);
     char store[1200];
     if (store_dir) {
@@ -85,13 +85,22 @@ static inline char *test_config(const char *store_dir, int auto_update_after, in
              "{\"engine\": {\"model_dir\": \"%s\", \"execution_providers\": [\"cpu\"], "
              "\"threads\": 2, \"max_context\": %d},"
              " \"store\": %s,"
-             " \"learner\": {\"auto_update_after\": %d, \"max_updates_per_minute\": 0,"
-             " \"max_same_sign_run\": 0, \"lr\": 0.01},"
+             " \"learner\": %s,"
              " \"generation\": {\"max_new_tokens\": 12, \"sampling\": {\"temperature\": 0.8,"
              " \"seed\": 7}},"
              " \"probe_prompts\": [\"Hello there.\"], \"probe_tokens\": 4}",
-             model_dir(), max_context, store, auto_update_after);
+             model_dir(), max_context, store, learner);
     return buf;
+}
+
+/* test_config_learner with no rate limit, no same-sign cap, lr 0.01 and an update after every
+ * `auto_update_after` rewards. */
+static inline char *test_config(const char *store_dir, int auto_update_after, int max_context) {
+    char learner[256];
+    snprintf(learner, sizeof learner,
+             "{\"auto_update_after\": %d, \"max_updates_per_minute\": 0, \"max_same_sign_run\": 0, \"lr\": 0.01}",
+             auto_update_after);
+    return test_config_learner(store_dir, max_context, learner);
 }
 
 /* A fresh temporary directory for an adapter store. */

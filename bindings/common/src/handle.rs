@@ -112,20 +112,38 @@ pub enum FeedbackKind {
     Queued,
     /// Accepted but not learned from.
     Ignored,
-    /// It completed a batch and an update applied a step (the report is the last report).
+    /// It completed a batch and an update applied a step that passed every safeguard (the report
+    /// is the last report).
     Updated,
     /// It completed a batch and an update ran but applied no step.
     Skipped,
+    /// It completed a batch, an update applied a step and a safeguard undid it; its signals went
+    /// back to the queue for the next update.
+    RolledBack,
 }
 
 impl FeedbackKind {
-    /// `"queued"`, `"ignored"`, `"updated"` or `"skipped"`.
+    /// `"queued"`, `"ignored"`, `"updated"`, `"skipped"` or `"rolled_back"`.
     pub fn name(self) -> &'static str {
         match self {
             FeedbackKind::Queued => "queued",
             FeedbackKind::Ignored => "ignored",
             FeedbackKind::Updated => "updated",
             FeedbackKind::Skipped => "skipped",
+            FeedbackKind::RolledBack => "rolled_back",
+        }
+    }
+
+    /// What happened to a signal.
+    pub fn of(out: &FeedbackOutcome) -> FeedbackKind {
+        match out {
+            FeedbackOutcome::Queued => FeedbackKind::Queued,
+            FeedbackOutcome::Ignored(_) => FeedbackKind::Ignored,
+            FeedbackOutcome::Updated(r) => match r.outcome {
+                UpdateOutcome::Accepted => FeedbackKind::Updated,
+                UpdateOutcome::RolledBack(_) => FeedbackKind::RolledBack,
+                UpdateOutcome::Skipped(_) => FeedbackKind::Skipped,
+            },
         }
     }
 }
@@ -260,14 +278,13 @@ impl SessionHandle {
             Feedback::Score(source, value) => Reward::score(source, value as f32),
             Feedback::Json(text) => json::reward(&text)?,
         };
-        self.with(|st| {
-            Ok(match st.session.feedback(episode_id, &reward)? {
-                FeedbackOutcome::Queued => FeedbackKind::Queued,
-                FeedbackOutcome::Ignored(_) => FeedbackKind::Ignored,
-                FeedbackOutcome::Updated(report) if matches!(report.outcome, UpdateOutcome::Skipped(_)) => FeedbackKind::Skipped,
-                FeedbackOutcome::Updated(_) => FeedbackKind::Updated,
-            })
-        })
+        self.with(|st| Ok(FeedbackKind::of(&st.session.feedback(episode_id, &reward)?)))
+    }
+
+    /// "The user wanted `corrected` instead of episode `episode_id`'s reply", learned as a pair
+    /// (see the C API's `attune_session_correct`); what happened, as for feedback.
+    pub fn correct(&self, episode_id: u64, corrected: &str) -> HostResult<FeedbackKind> {
+        self.with(|st| Ok(FeedbackKind::of(&st.session.correct(episode_id, corrected)?.1)))
     }
 
     /// Teaches the reply wanted for a prompt; the demonstration's episode id.

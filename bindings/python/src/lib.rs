@@ -262,8 +262,9 @@ impl Session {
         self.run_generate(py, prompt, kind, options, on_text, false)
     }
 
-    /// An outcome reward in [-1, 1]. Returns "queued", "ignored", "updated" or "skipped" (the
-    /// last two: it completed a batch and an update ran; see `last_report()`). Raises
+    /// An outcome reward in [-1, 1]. Returns "queued", "ignored", "updated", "skipped" or
+    /// "rolled_back" (the last three: it completed a batch and an update ran, see `last_report()`;
+    /// "rolled_back": a safeguard undid its step and the signals wait for the next update). Raises
     /// `ATTUNE_STATUS_INVALID_REWARD` (NaN, inf, out of range: nothing recorded) and
     /// `ATTUNE_STATUS_UNKNOWN_EPISODE`.
     fn feedback(&self, py: Python<'_>, episode_id: u64, reward: f64) -> Result<&'static str> {
@@ -292,7 +293,17 @@ impl Session {
         self.give(py, episode_id, Feedback::Json(text))
     }
 
-    /// Teaches the reply wanted for a prompt (a correction); the demonstration's episode id.
+    /// "The user wanted `corrected_reply` instead of episode `episode_id`'s reply": learned as a
+    /// pair at the next update (which it may trigger) and replayed after. Returns what happened,
+    /// as `feedback` does. Raises `ATTUNE_STATUS_UNKNOWN_EPISODE` and
+    /// `ATTUNE_STATUS_INVALID_ARGUMENT` (a blank correction, one equal to the reply, or an
+    /// episode that is not a sampled reply).
+    fn correct(&self, py: Python<'_>, episode_id: u64, corrected_reply: &str) -> Result<&'static str> {
+        py.allow_threads(|| host(|| self.handle.correct(episode_id, corrected_reply).map(|k| k.name())))
+    }
+
+    /// Teaches the reply wanted for a prompt when there is no reply to correct (to correct one,
+    /// use `correct`); the demonstration's episode id.
     #[pyo3(signature = (prompt, reply, *, kind=None))]
     fn demonstrate(&self, py: Python<'_>, prompt: &Bound<'_, PyAny>, reply: &str, kind: Option<&str>) -> Result<u64> {
         let (kind, prompt) = prompt_arg(prompt, kind)?;

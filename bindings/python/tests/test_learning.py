@@ -53,3 +53,17 @@ def test_a_demonstration_is_learned_and_takes_no_feedback(session):
     eid = session.demonstrate("Greet me", "Hello! Nice to see you.")
     expect_status("ATTUNE_STATUS_INVALID_ARGUMENT", session.feedback_thumbs, eid, True)
     assert session.update()["episodes"] == 1
+
+
+def test_a_correction_is_learned_as_a_pair_and_its_reply_keeps_taking_feedback():
+    with attune.Runtime(config(auto_update_after=1)) as rt, rt.open_session("fixer") as s:
+        r = replies(s, 1)[0]
+        assert s.correct(r.episode_id, "Sure, here is something nice.") == "updated"
+        report = s.last_report()
+        assert report["outcome_name"] == "accepted" and report["pairs"] == 1, report
+        # The reply still takes its reward; that update replays the kept correction.
+        assert s.feedback_thumbs(r.episode_id, False) == "updated"
+        assert s.last_report()["replayed_pairs"] == 1
+        expect_status("ATTUNE_STATUS_UNKNOWN_EPISODE", s.correct, 10**12, "x")
+        expect_status("ATTUNE_STATUS_INVALID_ARGUMENT", s.correct, r.episode_id, "   ")
+        expect_status("ATTUNE_STATUS_INVALID_ARGUMENT", s.correct, report["episode_ids"][0], "No.")

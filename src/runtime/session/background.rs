@@ -41,7 +41,7 @@ impl UserSession {
     }
 
     /// Whether enough rewards wait for an automatic update (`auto_update_after`).
-    fn update_due(&self) -> bool {
+    pub(super) fn update_due(&self) -> bool {
         let after = self.learner.config().auto_update_after;
         after > 0 && self.learner.episodes.ready_count() >= after
     }
@@ -76,7 +76,7 @@ impl UserSession {
     }
 
     /// Sends the learner to the learning thread and generates with a stand-in until it is back.
-    fn launch(&mut self) -> Result<()> {
+    pub(super) fn launch(&mut self) -> Result<()> {
         let Some(worker) = self.runtime.worker.as_ref() else { return Ok(()) };
         let stand_in = match self.spare.take() {
             // The previous stand-in takes a copy of the adapter: one clone of `A` and `B`, far
@@ -86,7 +86,7 @@ impl UserSession {
                 l.config = self.learner.config.clone();
                 l.counters = self.learner.counters;
                 let c = &l.config;
-                l.episodes.set_limits(c.episode_capacity, c.resident_episodes, c.episode_ttl_s);
+                l.episodes.set_limits(c.episode_capacity, c.resident_episodes, c.episode_ttl_s, c.pair_capacity);
                 l.episodes.advance_ids(self.learner.next_episode_id());
                 l
             }

@@ -255,6 +255,16 @@ pub extern "system" fn Java_dev_attune_Native_sessionFeedback<'l>(
 }
 
 #[no_mangle]
+pub extern "system" fn Java_dev_attune_Native_sessionCorrect<'l>(mut env: JNIEnv<'l>, _: JClass<'l>, id: jlong, episode: jlong, corrected: JString<'l>) -> jstring {
+    call(&mut env, std::ptr::null_mut(), |env| {
+        let s = session(id)?;
+        let corrected = string(env, &corrected, "correctedReply")?;
+        let outcome = s.correct(episode as u64, &corrected)?;
+        new_string(env, outcome.name())
+    })
+}
+
+#[no_mangle]
 pub extern "system" fn Java_dev_attune_Native_sessionDemonstrate<'l>(
     mut env: JNIEnv<'l>,
     _: JClass<'l>,

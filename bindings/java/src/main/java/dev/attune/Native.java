@@ -30,6 +30,7 @@ final class Native {
     static native Reply sessionGenerate(long session, int promptKind, String prompt, String optionsJson, TextCallback onText, boolean record);
     static native String sessionFeedback(long session, long episodeId, int kind, double value, String text);
     static native long sessionDemonstrate(long session, int promptKind, String prompt, String reply);
+    static native String sessionCorrect(long session, long episodeId, String correctedReply);
     static native UpdateReport sessionUpdate(long session);
     static native UpdateReport sessionLastReport(long session);
     static native long sessionSave(long session);

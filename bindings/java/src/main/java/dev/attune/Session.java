@@ -98,7 +98,20 @@ public final class Session implements AutoCloseable {
         return FeedbackOutcome.of(Native.sessionFeedback(handle, episodeId, FEEDBACK_JSON, 0, rewardJson));
     }
 
-    /** Teaches the reply wanted for a prompt (a correction); the demonstration's episode id. */
+    /**
+     * "The user wanted {@code correctedReply} instead of episode {@code episodeId}'s reply": learned
+     * as a pair at the next update (which it may trigger, as feedback does) and replayed after.
+     * Throws {@code ATTUNE_STATUS_UNKNOWN_EPISODE} and {@code ATTUNE_STATUS_INVALID_ARGUMENT} (a
+     * blank correction, one equal to the reply, or an episode that is not a sampled reply).
+     */
+    public FeedbackOutcome correct(long episodeId, String correctedReply) {
+        return FeedbackOutcome.of(Native.sessionCorrect(handle, episodeId, correctedReply));
+    }
+
+    /**
+     * Teaches the reply wanted for a prompt when there is no reply to correct (to correct one, use
+     * {@link #correct}); the demonstration's episode id.
+     */
     public long demonstrate(PromptKind kind, String prompt, String reply) {
         return Native.sessionDemonstrate(handle, kind.ordinal(), prompt, reply);
     }

@@ -88,4 +88,20 @@ class LearningTest {
             assertTrue(report.json().contains("\"episodes\":1"), report.json());
         }
     }
+
+    @Test
+    void aCorrectionIsLearnedAsAPairAndItsReplyKeepsTakingFeedback() {
+        try (Runtime rt = Runtime.open(config(null, 1)); Session s = rt.openSession("fixer")) {
+            Reply r = replies(s, 1).get(0);
+            assertEquals(FeedbackOutcome.UPDATED, s.correct(r.episodeId(), "Sure, here is something nice."));
+            UpdateReport first = s.lastReport();
+            assertEquals("accepted", first.outcome(), first.json());
+            assertTrue(first.json().contains("\"pairs\":1"), first.json());
+            // The reply still takes its reward; that update replays the kept correction.
+            assertEquals(FeedbackOutcome.UPDATED, s.feedbackThumbs(r.episodeId(), false));
+            assertTrue(s.lastReport().json().contains("\"replayed_pairs\":1"), s.lastReport().json());
+            expectStatus("ATTUNE_STATUS_UNKNOWN_EPISODE", () -> s.correct(1L << 40, "x"));
+            expectStatus("ATTUNE_STATUS_INVALID_ARGUMENT", () -> s.correct(r.episodeId(), "   "));
+        }
+    }
 }
