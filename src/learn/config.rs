@@ -79,6 +79,10 @@ pub struct LearnerConfig {
     pub sigma_floor: f64,
     /// Normalised advantages are clipped to `+-advantage_clip`.
     pub advantage_clip: f64,
+    /// Whether the running mean of the clipped advantages is subtracted from them, so that the
+    /// expected step is zero when rewards do not depend on the reply and a rare success is not cut
+    /// relative to the failures by the clip (see `advantage::reinforce_weight`).
+    pub center_advantages: bool,
     /// `T_norm`: REINFORCE weights are divided by this constant (the longest reply), so long replies
     /// are not favoured.
     pub max_response_tokens: usize,
@@ -191,6 +195,7 @@ impl Default for LearnerConfig {
             baseline_rate: 0.05,
             sigma_floor: 1e-3,
             advantage_clip: 2.0,
+            center_advantages: true,
             max_response_tokens: 256,
             gamma: 1.0,
             gae_lambda: 0.95,

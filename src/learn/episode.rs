@@ -43,6 +43,15 @@ pub trait RecordSource: Send + Sync {
     fn rebuild(&self, prompt: &[u32], reply: &[u32], sampling: &RecordedSampling) -> Result<Vec<TokenRecord>>;
 }
 
+/// What a reward was first measured against: the running baseline's mean and `sigma`, and the
+/// running mean of the clipped advantages, from before the reward went into them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BaselineUsed {
+    pub mean: f64,
+    pub sigma: f64,
+    pub center: f64,
+}
+
 /// One reply with what learning needs.
 #[derive(Debug, Clone)]
 pub struct Episode {
@@ -77,10 +86,10 @@ pub struct Episode {
     /// How many rolled-back updates its pending reward has been in (in memory only: a restart
     /// gives the reward a fresh set of tries).
     pub(crate) rollbacks: u32,
-    /// When its pending reward is already in the running baseline: the baseline's mean and
-    /// `sigma` from before it went in. A reward returned by a rolled-back update, or kept after an
+    /// When its pending reward is already in the running baseline: the baseline's mean, `sigma`
+    /// and advantage centre from before it went in. A reward returned by a rolled-back update, or kept after an
     /// error, is retried against these, and not counted again.
-    pub(crate) baseline_used: Option<(f64, f64)>,
+    pub(crate) baseline_used: Option<BaselineUsed>,
     /// A correction's disliked reply: a copy of the sampled episode it replaces (its id, prompt and
     /// reply; records at the correction's temperature while resident).
     pub(crate) rejected: Option<Box<Episode>>,

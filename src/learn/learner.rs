@@ -64,6 +64,8 @@ impl Policy {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RewardStats {
     pub baseline: RunningStats,
+    /// The running mean of the clipped normalised advantages (`center_advantages`).
+    pub advantage_center: RunningStats,
     pub scores: ScoreStats,
     pub history: RewardHistory,
     pub critic: VecDeque<(f32, f32)>,
@@ -437,6 +439,7 @@ impl Learner {
             head: self.policy.head.to_parts(),
             adam: self.policy.adam.to_parts(),
             baseline: self.stats.baseline,
+            advantage_center: self.stats.advantage_center,
             scores: self.stats.scores.clone(),
             beta: self.beta,
             lr: self.policy.lr,
@@ -481,7 +484,7 @@ impl Learner {
         self.policy.lr = state.lr;
         self.config = state.config;
         let parts = std::mem::take(&mut self.stats.parts);
-        self.stats = RewardStats { baseline: state.baseline, scores: state.scores, history: state.history, critic: state.critic.into_iter().collect(), parts };
+        self.stats = RewardStats { baseline: state.baseline, advantage_center: state.advantage_center, scores: state.scores, history: state.history, critic: state.critic.into_iter().collect(), parts };
         self.beta = state.beta;
         self.counters = Counters { next_id, version, ..state.counters };
         self.guards.sign_run = state.sign_run;

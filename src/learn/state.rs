@@ -100,6 +100,9 @@ pub struct LearnerState {
     pub adam: AdamParts,
     /// The moving-average baseline and the running reward variance (`sigma`).
     pub baseline: RunningStats,
+    /// The running mean of the clipped normalised advantages (absent in older states: none yet).
+    #[serde(default)]
+    pub advantage_center: RunningStats,
     /// Per-source statistics of model scores.
     pub scores: ScoreStats,
     /// The current KL coefficient.

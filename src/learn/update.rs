@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::advantage::{self, pair_weight, ppo_weights, reinforce_weight};
 use super::config::Algorithm;
-use super::episode::{Episode, EpisodeKind};
+use super::episode::{BaselineUsed, Episode, EpisodeKind};
 use super::guard::{summarise, violation};
 use super::learner::Learner;
 use super::report::{RollbackReason, SkipReason, UpdateOutcome, UpdateReport};
@@ -100,7 +100,7 @@ impl Learner {
         // signals. After an error, or a rolled-back step, they keep their rewards for the next
         // update (a rollback counts as one of their tries), and the baseline, which has seen
         // them, does not count them again. Replayed episodes go back as they were.
-        baselined.into_iter().for_each(|(i, b, s)| episodes[i].baseline_used = Some((b, s)));
+        baselined.into_iter().for_each(|(i, used)| episodes[i].baseline_used = Some(used));
         let rolled_back = matches!(&result, Ok(r) if matches!(r.outcome, UpdateOutcome::RolledBack(_)));
         let consumed: Vec<bool> = episodes.iter().map(|e| result.is_ok() && !rolled_back && !replayed.contains_key(&e.id)).collect();
         // Signals that wait for the next update (kept corrections replayed here are not signals).
@@ -165,8 +165,9 @@ impl Learner {
     /// Chooses `c_t`, `beta` and value targets for each episode, and updates the baseline and
     /// critic statistics with this batch's rewards.
     /// `baselined` receives the episodes whose rewards entered the baseline now, with the
-    /// baseline's mean and `sigma` before they did (what a retry of them is measured against).
-    fn plan(&mut self, episodes: &[Episode], replayed: &HashMap<u64, f64>, rep: &mut UpdateReport, baselined: &mut Vec<(usize, f64, f64)>) -> Result<Vec<Planned>> {
+    /// baseline's mean, `sigma` and advantage centre before they did (what a retry of them is
+    /// measured against).
+    fn plan(&mut self, episodes: &[Episode], replayed: &HashMap<u64, f64>, rep: &mut UpdateReport, baselined: &mut Vec<(usize, BaselineUsed)>) -> Result<Vec<Planned>> {
         let cfg = self.config.clone();
         let (mean0, sigma0) = (self.stats.baseline.mean, self.stats.baseline.std(cfg.sigma_floor));
         // Leave-one-out baselines for rewarded replies that share a prompt.
@@ -178,14 +179,22 @@ impl Learner {
         }
         // A retried reward is measured against the baseline it first met, not one that has
         // absorbed it.
-        let mut baselines: Vec<f64> = episodes.iter().map(|e| e.baseline_used.map_or(mean0, |(b, _)| b)).collect();
-        let sigmas: Vec<f64> = episodes.iter().map(|e| e.baseline_used.map_or(sigma0, |(_, s)| s)).collect();
+        let mut baselines: Vec<f64> = episodes.iter().map(|e| e.baseline_used.map_or(mean0, |u| u.mean)).collect();
+        let sigmas: Vec<f64> = episodes.iter().map(|e| e.baseline_used.map_or(sigma0, |u| u.sigma)).collect();
+        let mut rloo = vec![false; episodes.len()];
         for idx in groups.values() {
             let rewards: Vec<f64> = idx.iter().map(|&i| episodes[i].reward.unwrap_or(0.0)).collect();
             if let Some(b) = advantage::rloo_baselines(&rewards) {
-                idx.iter().zip(b).for_each(|(&i, b)| baselines[i] = b);
+                idx.iter().zip(b).for_each(|(&i, b)| {
+                    baselines[i] = b;
+                    rloo[i] = true;
+                });
             }
         }
+        // The running mean of the clipped advantages measured against the running baseline
+        // (leave-one-out advantages have mean zero by construction and are not centred).
+        let center0 = self.stats.advantage_center.mean;
+        let used0 = BaselineUsed { mean: mean0, sigma: sigma0, center: center0 };
         let critic_pairs: Vec<(f64, f64)> = self.stats.critic.iter().map(|&(v, g)| (f64::from(v), f64::from(g))).collect();
         let critic_ready = cfg.algorithm == Algorithm::A2c && advantage::explained_variance(&critic_pairs).is_some_and(|ev| ev > 0.0);
         rep.critic_used = critic_ready;
@@ -217,17 +226,27 @@ impl Learner {
                 rep.replayed_episodes += usize::from(replayed.contains_key(&ep.id));
                 if !replayed.contains_key(&ep.id) && ep.baseline_used.is_none() {
                     self.stats.baseline.push(reward, cfg.baseline_rate);
-                    baselined.push((i, mean0, sigma0));
+                    baselined.push((i, used0));
                 }
                 planned.push(Planned { logit_weights: Some(k), ..Planned::on(i, vec![0.0; n], self.beta * kl_scale) });
                 continue;
             }
-            if ep.baseline_used.is_none() {
+            let retried = ep.baseline_used.is_some();
+            if !retried {
                 self.stats.baseline.push(reward, cfg.baseline_rate);
-                baselined.push((i, mean0, sigma0));
+                baselined.push((i, used0));
             }
             let sigma = sigmas[i];
-            let flat = reinforce_weight(reward, baselines[i], sigma, cfg.advantage_clip, cfg.max_response_tokens);
+            let center = match (cfg.center_advantages && !rloo[i], ep.baseline_used) {
+                (false, _) => 0.0,
+                (true, Some(u)) => u.center,
+                (true, None) => center0,
+            };
+            if !rloo[i] && !retried {
+                let z = advantage::clipped_advantage(reward, baselines[i], sigma, cfg.advantage_clip);
+                self.stats.advantage_center.push(z, cfg.baseline_rate);
+            }
+            let flat = reinforce_weight(reward, baselines[i], sigma, cfg.advantage_clip, center, cfg.max_response_tokens);
             let mut weights = vec![flat; n];
             // The KL term is scaled like the policy term (divided by T_norm when the weights are),
             // so that the objective stays Ziegler's per-reply `R - beta sum_t KL_t` up to one factor.
