@@ -478,7 +478,7 @@ pub fn run(mut a: EvalArgs) -> Result<()> {
         for &seed in &a.seeds {
             let r = run_one(&rt, p, seed, &a)?;
             if let Some(path) = &a.log {
-                append_log(path, &a, &changed, &r)?;
+                append_log(path, &a, &changed, &rt.config().learner, &r)?;
             }
             println!(
                 "{:<11} seed {seed}: held-out {:.3} -> {:.3}; events to 90 % {}; probe KL {:.4}; KL efficiency {:.3}; probe coherence drift {:+.3}; base NLL/token {:.3} -> {:.3}; repeated trigrams {:.3} -> {:.3}; rollbacks {}; ignored {}/{}; corrections {}; {:.0} s",
@@ -537,7 +537,7 @@ pub fn run(mut a: EvalArgs) -> Result<()> {
 
 /// Appends one run as a JSON line: when, which build, the settings and what it measured (the
 /// training scores left out).
-fn append_log(path: &std::path::Path, a: &EvalArgs, changed: &[String], r: &RunLog) -> Result<()> {
+fn append_log(path: &std::path::Path, a: &EvalArgs, changed: &[String], learner: &LearnerConfig, r: &RunLog) -> Result<()> {
     use std::io::Write;
     let mut run = serde_json::to_value(r)?;
     if let Some(o) = run.as_object_mut() {
@@ -555,6 +555,7 @@ fn append_log(path: &std::path::Path, a: &EvalArgs, changed: &[String], r: &RunL
         "correction_as": a.correction_as,
         "max_new_tokens": a.max_new_tokens,
         "changed_settings": changed,
+        "learner": learner,
         "run": run,
     });
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;

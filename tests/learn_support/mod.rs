@@ -85,6 +85,29 @@ pub fn log_softmax(z: &[f32]) -> Vec<f32> {
     z.iter().map(|x| x - lse).collect()
 }
 
+/// The mean KL per token from the base policy to the adapted one at the records' positions, at
+/// temperature `tau`, over each record's kept set when it has one, computed here in f64 from the
+/// recorded base log-probabilities and the adapter's change of the logits (not through the
+/// learner's math): what the probe guard must measure.
+pub fn probe_kl(head: &LoraHead, records: &[TokenRecord], tau: f32) -> f64 {
+    let mut total = 0.0;
+    for rec in records {
+        let base: Vec<f32> = rec.base_logprobs.iter().map(|x| x.to_f32()).collect();
+        let mut adapted = base.clone();
+        head.add_delta(&rec.hidden, &mut adapted).unwrap();
+        let keep = |v: usize| rec.kept.as_ref().is_none_or(|k| k.binary_search(&(v as u32)).is_ok());
+        let lsm = |z: &[f32]| -> Vec<f64> {
+            let scaled: Vec<f64> = z.iter().enumerate().map(|(v, &x)| if keep(v) { f64::from(x) / f64::from(tau) } else { f64::NEG_INFINITY }).collect();
+            let m = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + scaled.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+            scaled.iter().map(|x| x - lse).collect()
+        };
+        let (lp, lq) = (lsm(&adapted), lsm(&base));
+        total += lp.iter().zip(&lq).filter(|(p, _)| p.is_finite()).map(|(p, q)| p.exp() * (p - q)).sum::<f64>();
+    }
+    total / records.len().max(1) as f64
+}
+
 /// `|a - b| <= atol + rtol |b|`, with a readable message.
 pub fn assert_close(what: &str, a: f64, b: f64, rtol: f64, atol: f64) {
     assert!((a - b).abs() <= atol + rtol * b.abs(), "{what}: got {a}, expected {b} (diff {})", (a - b).abs());
