@@ -19,21 +19,32 @@ pub fn reinforce_weight(reward: f64, baseline: f64, sigma: f64, clip: f64, cente
     (clipped_advantage(reward, baseline, sigma, clip) - center) / t_norm.max(1) as f64
 }
 
-/// A correction's NLL weights, one per token of the corrected reply `chosen`: `changed` for the
-/// tokens a Myers diff against the disliked reply `rejected` marks as inserted or replaced, and for
-/// the `after` tokens following each such run (the reply's continuation has to fit the edit);
-/// `copied` for the rest.
-pub fn edit_weights(chosen: &[u32], rejected: &[u32], changed: f64, copied: f64, after: usize) -> Vec<f64> {
+/// Where a correction differs from the disliked reply, by a Myers diff of the token ids: on the
+/// corrected reply `chosen`, the inserted or replaced tokens and the `after` tokens following each
+/// such run (the continuation has to fit the edit); on the disliked reply `rejected`, the first
+/// `1 + after` tokens of each deleted or replaced run (where the reply took the turn the user undid;
+/// what follows is conditioned on that turn).
+pub fn edit_masks(chosen: &[u32], rejected: &[u32], after: usize) -> (Vec<bool>, Vec<bool>) {
     use similar::{capture_diff_slices, Algorithm, DiffTag};
-    let mut w = vec![copied; chosen.len()];
+    let (mut mw, mut ml) = (vec![false; chosen.len()], vec![false; rejected.len()]);
     for op in capture_diff_slices(Algorithm::Myers, rejected, chosen) {
-        let (tag, _, new) = op.as_tag_tuple();
+        let (tag, old, new) = op.as_tag_tuple();
         if matches!(tag, DiffTag::Insert | DiffTag::Replace) {
             let end = (new.end + after).min(chosen.len());
-            w[new.start..end].iter_mut().for_each(|x| *x = changed);
+            mw[new.start..end].iter_mut().for_each(|x| *x = true);
+        }
+        if matches!(tag, DiffTag::Delete | DiffTag::Replace) {
+            let end = (old.start + 1 + after).min(old.end).min(rejected.len());
+            ml[old.start..end].iter_mut().for_each(|x| *x = true);
         }
     }
-    w
+    (mw, ml)
+}
+
+/// A correction's NLL weights, one per token of the corrected reply `chosen`: `changed` where
+/// [`edit_masks`] marks it, `copied` for the rest.
+pub fn edit_weights(chosen: &[u32], rejected: &[u32], changed: f64, copied: f64, after: usize) -> Vec<f64> {
+    edit_masks(chosen, rejected, after).0.into_iter().map(|m| if m { changed } else { copied }).collect()
 }
 
 /// `log(1 + exp(x))`, without overflow.
@@ -216,6 +227,11 @@ mod tests {
         close(&edit_weights(&[1, 2], &[1, 2], 1.0, 0.25, 2), &[0.25, 0.25]);
         // A question appended at the end.
         close(&edit_weights(&[1, 2, 3, 5, 6], &[1, 2, 3], 1.0, 0.1, 2), &[0.1, 0.1, 0.1, 1.0, 1.0]);
+        // The disliked side: the first 1 + after tokens of each deleted or replaced run only.
+        let (_, ml) = edit_masks(&[1, 2, 9], &[1, 2, 3, 4, 5, 6, 7], 1);
+        assert_eq!(ml, [false, false, true, true, false, false, false]);
+        let (mw, ml) = edit_masks(&[1, 2, 4], &[1, 2, 3, 4], 2);
+        assert_eq!((mw, ml), (vec![false; 3], vec![false, false, true, false]));
     }
 
     #[test]

@@ -158,6 +158,10 @@ pub struct LearnerConfig {
     /// The NLL weight of the corrected reply's tokens copied from the disliked reply: low, so the
     /// KL budget is spent where the edit is.
     pub pair_copied_weight: f64,
+    /// Whether the pair loss reads only the tokens where the replies differ (the corrected reply's
+    /// changed tokens and the two after each change; the disliked reply's first tokens of each
+    /// deleted or replaced run) instead of every token of both.
+    pub pair_dpo_edited: bool,
     /// How many learned corrections are kept (and persisted) for replay; the oldest go first.
     pub pair_capacity: usize,
     /// How many kept corrections each update replays beside its new signals (the least replayed
@@ -224,6 +228,7 @@ impl Default for LearnerConfig {
             pair_beta: 0.5,
             pair_nll_weight: 1.0,
             pair_copied_weight: 0.1,
+            pair_dpo_edited: false,
             pair_capacity: 16,
             pair_replay: 2,
             auto_update_after: 1,

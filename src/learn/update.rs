@@ -312,18 +312,22 @@ impl Learner {
         let Some(rej) = ep.rejected.as_deref() else {
             return Err(Error::Learning(format!("correction {} holds no disliked reply", ep.id)));
         };
+        let (mw, ml) = advantage::edit_masks(&ep.reply, &rej.reply, 2);
+        let edited = cfg.pair_dpo_edited;
         let p = &mut self.policy;
-        let mut ratio = |tokens: &[TokenRecord], base: &[BaseStats]| -> Result<f64> {
+        let mut ratio = |tokens: &[TokenRecord], base: &[BaseStats], mask: &[bool]| -> Result<f64> {
             p.math.evaluate(&p.head, tokens, base, &mut p.evals)?;
-            Ok(p.evals.iter().map(|e| e.logp - e.base_logp).sum())
+            Ok(p.evals.iter().zip(mask).filter(|(_, &m)| m || !edited).map(|(e, _)| e.logp - e.base_logp).sum())
         };
-        let margin = ratio(&ep.tokens, &ep.base)? - ratio(&rej.tokens, &rej.base)?;
+        let margin = ratio(&ep.tokens, &ep.base, &mw)? - ratio(&rej.tokens, &rej.base, &ml)?;
         let (g, loss) = pair_weight(margin, cfg.pair_beta);
         rep.pairs += 1;
         rep.loss.pair += loss;
         rep.pair_margin = Some(rep.pair_margin.unwrap_or(0.0) + margin);
-        let chosen = advantage::edit_weights(&ep.reply, &rej.reply, cfg.pair_nll_weight, cfg.pair_copied_weight, 2).into_iter().map(|w| w + g).collect();
-        Ok([chosen, vec![-g; rej.tokens.len()]])
+        let on = |m: bool| if m || !edited { g } else { 0.0 };
+        let chosen = mw.iter().map(|&m| (if m { cfg.pair_nll_weight } else { cfg.pair_copied_weight }) + on(m)).collect();
+        let rejected = ml.iter().map(|&m| -on(m)).collect();
+        Ok([chosen, rejected])
     }
 
     fn step(&mut self, episodes: &[Episode], planned: &[Planned], mut rep: UpdateReport, start: Instant) -> Result<UpdateReport> {
