@@ -745,7 +745,8 @@ attune_status attune_session_set_reward_callback(attune_session *session,
  * that reply's prompt and learned as a pair: a DPO-style loss with the base model as the
  * reference, plus likelihood on the tokens the user changed (`learner.pair_*`). The correction is
  * learned at the next update, which it may trigger like feedback, and kept (at most
- * `learner.pair_capacity`, saved with the pending episodes) to be replayed by later updates.
+ * `learner.pair_capacity`, saved with the pending episodes) for later updates to replay
+ * (`learner.pair_replay`, off by default).
  * Works for any sampled reply the session still holds: before or after its reward was learned,
  * and after a restart; the reply keeps taking its own feedback. `*out_outcome` (may be NULL)
  * receives `ATTUNE_FEEDBACK_*` as for `attune_session_feedback` (in background mode it waits for

@@ -280,6 +280,8 @@ fn rollback_installs_the_saved_adapter_in_the_live_session() {
 #[test]
 fn corrections_are_learned_as_pairs_kept_across_a_restart_and_forgotten_with_the_user() {
     let store = tempfile::tempdir().unwrap();
+    // Replay is off by default; this test checks it.
+    let learner = || LearnerConfig { pair_replay: 2, ..learner() };
     let rt = runtime(common::tiny_dir(), store.path(), learner());
     let mut s = rt.open_session("fixer").unwrap();
     let a = gen(&mut s, 1);

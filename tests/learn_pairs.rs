@@ -23,6 +23,8 @@ fn config() -> LearnerConfig {
         auto_update_after: 1,
         max_updates_per_minute: 0,
         max_response_tokens: 4,
+        // Replay is off by default; these tests check it.
+        pair_replay: 2,
         ..LearnerConfig::default()
     }
 }

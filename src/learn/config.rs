@@ -165,7 +165,9 @@ pub struct LearnerConfig {
     /// How many learned corrections are kept (and persisted) for replay; the oldest go first.
     pub pair_capacity: usize,
     /// How many kept corrections each update replays beside its new signals (the least replayed
-    /// first; 0: none).
+    /// first; 0, the default: none). A replayed pair is rebuilt by two teacher-forced passes (1 to 2
+    /// s an update on two cores), and in the simulated-user suite replaying 2 per update learned
+    /// less than learning each correction once (BENCHMARKS.md).
     pub pair_replay: usize,
     /// Run an update after this many usable rewards (0: only when `update` is called).
     pub auto_update_after: usize,
@@ -230,7 +232,7 @@ impl Default for LearnerConfig {
             pair_copied_weight: 0.1,
             pair_dpo_edited: false,
             pair_capacity: 16,
-            pair_replay: 2,
+            pair_replay: 0,
             auto_update_after: 1,
             max_updates_per_minute: 30,
             max_same_sign_run: 0,

@@ -248,7 +248,7 @@ impl Learner {
     /// Stores a correction of the sampled reply `rejected_id`: "the user wanted this instead".
     /// `chosen` are the teacher-forced records of the corrected reply after that reply's prompt,
     /// `rejected` those of the disliked reply itself (both at temperature 1, no repetition
-    /// penalty). It is learned as a pair at the next update (and replayed after, up to
+    /// penalty). It is learned as a pair at the next update (and kept for replay, up to
     /// `pair_capacity` kept) and may complete a batch like feedback. The reply keeps its own
     /// rewards and takes later ones. Returns the correction's episode id and what happened.
     ///

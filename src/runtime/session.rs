@@ -356,7 +356,7 @@ impl UserSession {
     /// Corrects episode `episode_id`'s reply: the user wanted `corrected` instead. Both replies are
     /// teacher-forced through the model after the reply's prompt and learned as a pair (see
     /// [`Learner::give_correction`]): at the next update, which this may trigger like feedback,
-    /// and replayed after. Works for any sampled reply the session still holds, before or after
+    /// and kept (replayed by later updates with `pair_replay`). Works for any sampled reply the session still holds, before or after
     /// its reward was learned and after a restart. Returns the correction's episode id and what
     /// happened; in background mode it waits for a running update to land and returns
     /// [`FeedbackOutcome::Queued`], the update it makes due running on the learning thread.

@@ -37,8 +37,9 @@ static char *reply_text(attune_session *s, int seed) {
 
 int main(void) {
     char *store = temp_store();
-    /* Updates after every signal at the default learning rate. */
-    char *config = test_config_learner(store, 256, "{\"auto_update_after\": 1, \"max_updates_per_minute\": 0}");
+    /* Updates after every signal at the default learning rate, replaying 2 kept pairs (off by
+     * default). */
+    char *config = test_config_learner(store, 256, "{\"auto_update_after\": 1, \"max_updates_per_minute\": 0, \"pair_replay\": 2}");
     attune_runtime *rt = NULL;
     attune_session *s = NULL;
     uint32_t outcome = 99;

@@ -294,7 +294,7 @@ impl Session {
     }
 
     /// "The user wanted `corrected_reply` instead of episode `episode_id`'s reply": learned as a
-    /// pair at the next update (which it may trigger) and replayed after. Returns what happened,
+    /// pair at the next update (which it may trigger) and kept for replay. Returns what happened,
     /// as `feedback` does. Raises `ATTUNE_STATUS_UNKNOWN_EPISODE` and
     /// `ATTUNE_STATUS_INVALID_ARGUMENT` (a blank correction, one equal to the reply, or an
     /// episode that is not a sampled reply).

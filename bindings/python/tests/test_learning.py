@@ -56,7 +56,9 @@ def test_a_demonstration_is_learned_and_takes_no_feedback(session):
 
 
 def test_a_correction_is_learned_as_a_pair_and_its_reply_keeps_taking_feedback():
-    with attune.Runtime(config(auto_update_after=1)) as rt, rt.open_session("fixer") as s:
+    cfg = config(auto_update_after=1)
+    cfg["learner"]["pair_replay"] = 2  # replay is off by default; this test checks it
+    with attune.Runtime(cfg) as rt, rt.open_session("fixer") as s:
         r = replies(s, 1)[0]
         assert s.correct(r.episode_id, "Sure, here is something nice.") == "updated"
         report = s.last_report()

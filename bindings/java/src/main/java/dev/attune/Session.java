@@ -100,7 +100,7 @@ public final class Session implements AutoCloseable {
 
     /**
      * "The user wanted {@code correctedReply} instead of episode {@code episodeId}'s reply": learned
-     * as a pair at the next update (which it may trigger, as feedback does) and replayed after.
+     * as a pair at the next update (which it may trigger, as feedback does) and kept for replay.
      * Throws {@code ATTUNE_STATUS_UNKNOWN_EPISODE} and {@code ATTUNE_STATUS_INVALID_ARGUMENT} (a
      * blank correction, one equal to the reply, or an episode that is not a sampled reply).
      */

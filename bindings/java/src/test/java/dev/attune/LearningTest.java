@@ -91,7 +91,9 @@ class LearningTest {
 
     @Test
     void aCorrectionIsLearnedAsAPairAndItsReplyKeepsTakingFeedback() {
-        try (Runtime rt = Runtime.open(config(null, 1)); Session s = rt.openSession("fixer")) {
+        // Replay is off by default; this test checks it.
+        String cfg = config(null, 1).replace("\"lr\": 0.01", "\"lr\": 0.01, \"pair_replay\": 2");
+        try (Runtime rt = Runtime.open(cfg); Session s = rt.openSession("fixer")) {
             Reply r = replies(s, 1).get(0);
             assertEquals(FeedbackOutcome.UPDATED, s.correct(r.episodeId(), "Sure, here is something nice."));
             UpdateReport first = s.lastReport();
