@@ -274,18 +274,8 @@ impl Learner {
         }
         let prompt = orig.prompt.clone();
         let sampling = RecordedSampling::at(1.0);
-        let tau = self.train_tau(sampling.temperature)?;
-        let id = self.episodes.next_id();
-        let version = self.counters.version;
-        let disliked = Episode::new(rejected_id, prompt.clone(), rejected, sampling.clone(), version, EpisodeKind::Sampled);
-        let mut ep = Episode::new(id, prompt, chosen, sampling, version, EpisodeKind::Correction);
-        ep.rejected = Some(Box::new(disliked));
-        ep.prepare(&self.policy.head, tau, &mut self.policy.scratch)?;
-        self.episodes.issue_id();
-        self.counters.episodes += 1;
-        self.episodes.expire(ep.created_unix);
-        self.push_episode(ep);
-        Ok(id)
+        let disliked = Episode::new(rejected_id, prompt.clone(), rejected, sampling.clone(), self.counters.version, EpisodeKind::Sampled);
+        self.record_with(prompt, chosen, sampling, EpisodeKind::Correction, 1.0, Some(disliked))
     }
 
     /// Stores the user's own text (teacher-forced records of their message after its context) as
@@ -296,10 +286,16 @@ impl Learner {
     }
 
     fn record(&mut self, prompt: Vec<u32>, tokens: Vec<TokenRecord>, sampling: RecordedSampling, kind: EpisodeKind, weight: f32) -> Result<u64> {
+        self.record_with(prompt, tokens, sampling, kind, weight, None)
+    }
+
+    /// Checks and stores a new episode (with a correction's disliked reply) under the next id.
+    fn record_with(&mut self, prompt: Vec<u32>, tokens: Vec<TokenRecord>, sampling: RecordedSampling, kind: EpisodeKind, weight: f32, rejected: Option<Episode>) -> Result<u64> {
         let tau = self.train_tau(sampling.temperature)?;
         let id = self.episodes.next_id();
         let mut ep = Episode::new(id, prompt, tokens, sampling, self.counters.version, kind);
         ep.weight = weight;
+        ep.rejected = rejected.map(Box::new);
         ep.prepare(&self.policy.head, tau, &mut self.policy.scratch)?;
         self.episodes.issue_id();
         self.counters.episodes += 1;
