@@ -286,29 +286,87 @@ fn rloo_groups_with_equal_rewards_have_no_signal() {
 fn a2c_trains_the_critic_and_then_uses_it() {
     let lm = TinyLm::new(V, D, 6.0, 600);
     // Hidden states of 16 values: the value head needs a larger step than the default multiple
-    // (tuned for d = 576), here 10x the policy rate.
-    let cfg = LearnerConfig { value_lr_mult: 10.0, ..config(Algorithm::A2c, 0.01) };
+    // (tuned for d = 576), here the policy's rate.
+    let cfg = LearnerConfig { value_lr_mult: 1.0, ..config(Algorithm::A2c, 0.01) };
     let mut l = Learner::new(cfg, D, V).unwrap();
     let mut r = rng(601);
-    let (mut losses, mut used) = (Vec::new(), false);
+    let (mut losses, mut used, mut skill) = (Vec::new(), 0, None);
     for _ in 0..120 {
-        let recs = reply(&lm, &l, 4, &mut r);
-        // The reward depends on the hidden state of the first token: learnable by the critic.
-        let reward = if recs[0].hidden[0] > 0.0 { 0.8 } else { -0.8 };
+        // Every hidden state of a reply carries the reply's context `c` in its first value (as a
+        // language model's state carries what it has said), and the reward is `c`'s sign:
+        // predictable from every token, by the critic and not by the moving-average baseline.
+        let c = if r.random_bool(0.5) { 1.5 } else { -1.5 };
+        let recs: Vec<TokenRecord> = (0..4)
+            .map(|_| {
+                let mut h = lm.hidden(&mut r);
+                h[0] = c;
+                lm.sample(l.adapter(), h, TAU, None, &mut r)
+            })
+            .collect();
+        let reward = if c > 0.0 { 0.8 } else { -0.8 };
         let id = record(&mut l, 0, recs);
         if let FeedbackOutcome::Updated(rep) = l.give_feedback(id, &Reward::scalar(reward)).unwrap() {
             losses.push(rep.loss.value);
-            used |= rep.critic_used;
+            used += usize::from(rep.critic_used);
+            skill = rep.critic_skill;
             assert!(rep.value_grad_norm > 0.0 || rep.outcome != UpdateOutcome::Accepted);
         }
     }
     // Single updates are noisy (each sees one reply): compare the first and last 20.
     let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
     let (first, last) = (mean(&losses[..20]), mean(&losses[losses.len() - 20..]));
-    println!("value loss {first:.4} -> {last:.4}, critic used: {used}");
+    println!("value loss {first:.4} -> {last:.4}, critic used: {used}, skill {skill:?}");
     assert!(last < first, "the value loss fell from {first} to {last}");
-    assert!(used, "the critic explains variance after training");
+    assert!(used * 4 >= losses.len() * 3, "the critic served in {used} of {} updates", losses.len());
+    // The critic removes most of the squared error the moving-average baseline leaves.
+    assert!(skill.is_some_and(|s| s > 0.3), "critic skill {skill:?}");
     assert!(l.adapter().value_w().iter().any(|&w| w != 0.0));
+}
+
+/// The log-probability of `recs`' tokens under the learner's adapter at `TAU`.
+fn reply_logp(l: &Learner, recs: &[TokenRecord]) -> f64 {
+    recs.iter()
+        .map(|rec| {
+            let mut z: Vec<f32> = rec.base_logprobs.iter().map(|x| x.to_f32()).collect();
+            l.adapter().add_delta(&rec.hidden, &mut z).unwrap();
+            let z: Vec<f32> = z.iter().map(|x| x / TAU).collect();
+            f64::from(learn_support::log_softmax(&z)[rec.token as usize])
+        })
+        .sum()
+}
+
+#[test]
+fn a2c_advantages_come_from_the_critic() {
+    // One rewarded reply, learned by REINFORCE and by A2C whose value head is set by hand to a
+    // constant `v`: A2C's advantage is `y - v`, `y` the normalised advantage REINFORCE uses.
+    let lm = TinyLm::new(V, D, 6.0, 610);
+    let recs = reply(&lm, &Learner::new(config(Algorithm::Reinforce, 0.01), D, V).unwrap(), 4, &mut rng(611));
+    let learn = |algorithm: Algorithm, v: f32| {
+        let mut l = Learner::new(config(algorithm, 0.01), D, V).unwrap();
+        let mut state = l.snapshot();
+        state.head.value_b = v;
+        l.restore(state).unwrap();
+        let id = record(&mut l, 0, recs.clone());
+        let FeedbackOutcome::Updated(rep) = l.give_feedback(id, &Reward::scalar(0.8)).unwrap() else { panic!("no update") };
+        assert_eq!(rep.outcome, UpdateOutcome::Accepted);
+        (l, rep)
+    };
+    let base = reply_logp(&Learner::new(config(Algorithm::Reinforce, 0.01), D, V).unwrap(), &recs);
+    let (reinforce, _) = learn(Algorithm::Reinforce, 0.0);
+    let (zero, rep) = learn(Algorithm::A2c, 0.0);
+    assert_eq!(zero.config().gae_lambda, 1.0, "the default lambda");
+    assert!(rep.critic_used, "a fresh critic serves from the first update");
+    // A value head at zero is the moving-average baseline: the same step as REINFORCE's.
+    let (a, b) = (reinforce.adapter().to_parts(), zero.adapter().to_parts());
+    assert!(a.b.iter().zip(&b.b).all(|(x, y)| (x - y).abs() < 1e-6) && a.a.iter().zip(&b.a).all(|(x, y)| (x - y).abs() < 1e-6));
+    assert!(reply_logp(&reinforce, &recs) > base + 1e-3, "REINFORCE raises the rewarded reply");
+    // A critic that expected far more than this reply earned: the advantage is negative, and the
+    // step lowers the reply the user rewarded.
+    let (high, rep) = learn(Algorithm::A2c, 10.0);
+    assert!(rep.critic_used);
+    assert!(reply_logp(&high, &recs) < base - 1e-3, "{} against {base}", reply_logp(&high, &recs));
+    // And the value head moved toward the reward it saw.
+    assert!(high.adapter().value_b() < 10.0);
 }
 
 #[test]

@@ -208,14 +208,15 @@ fn run_one(rt: &std::sync::Arc<Runtime>, alg_name: &str, a: &DemoArgs) -> Result
     let mut reached = None;
     let (mut upd_ms, mut upd_n, mut gen_ms) = (0.0, 0usize, 0.0);
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10}",
+        "{:>8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>13}",
         "episode",
         format!("pref({})", a.every),
         format!("thumbs({})", a.every),
         "probe KL",
         "NLL drift %",
         "rollbacks",
-        "critic %"
+        "critic %",
+        "critic skill"
     );
     for ep in 0..a.episodes {
         let q = TRAIN_PROMPTS[rng.random_range(0..TRAIN_PROMPTS.len())];
@@ -244,21 +245,24 @@ fn run_one(rt: &std::sync::Arc<Runtime>, alg_name: &str, a: &DemoArgs) -> Result
         if (ep + 1) % a.every == 0 {
             let up_rate = recent.iter().filter(|l| l.thumbs_up).count() as f64 / recent.len() as f64;
             // Updates in the window whose A2C advantages came from the critic (the moving-average
-            // baseline stands in until the critic explains variance).
+            // baseline stands in while the critic misses by more than it), and the critic's skill
+            // over that baseline at the window's last update.
             let updates: Vec<&UpdateReport> = recent.iter().filter_map(|l| l.update.as_ref()).collect();
             let critic = 100.0 * updates.iter().filter(|u| u.critic_used).count() as f64 / updates.len().max(1) as f64;
+            let skill = updates.first().and_then(|u| u.critic_skill).map_or_else(|| "-".to_string(), |x| format!("{x:.3}"));
             let probe = s.learner_mut().probe_stats()?.unwrap_or_default();
             let drift = if probe.base_nll > 0.0 { 100.0 * (probe.nll - probe.base_nll) / probe.base_nll } else { 0.0 };
             bar.suspend(|| {
                 println!(
-                    "{:>8} {:>10.3} {:>10.2} {:>10.4} {:>12.2} {:>10} {:>10.0}",
+                    "{:>8} {:>10.3} {:>10.2} {:>10.4} {:>12.2} {:>10} {:>10.0} {:>13}",
                     ep + 1,
                     pref,
                     up_rate,
                     probe.kl,
                     drift,
                     s.learner().counters().rolled_back,
-                    critic
+                    critic,
+                    skill
                 )
             });
         }

@@ -115,24 +115,21 @@ pub fn gae(rewards: &[f64], values: &[f64], gamma: f64, lambda: f64) -> Vec<f64>
     adv
 }
 
-/// The fraction of the variance of `targets` that `predictions` explain:
-/// `1 - Var(target - prediction) / Var(target)`; `None` when the targets do not vary.
-pub fn explained_variance(pairs: &[(f64, f64)]) -> Option<f64> {
-    let n = pairs.len();
-    if n < 2 {
+/// The critic's skill over the moving-average baseline: A2C's critic predicts the normalised,
+/// centred advantage `y = clip((R - b) / sigma) - c` that the baseline alone leaves (the baseline
+/// predicts 0 in these units), so `1 - sum (y - u)^2 / sum y^2` over recent `(u, y)` pairs is the
+/// fraction of the baseline's squared error the critic removes. Positive: the critic explains more
+/// variance than the baseline does. `None` with fewer than two pairs or targets all zero.
+pub fn critic_skill(pairs: &[(f64, f64)]) -> Option<f64> {
+    if pairs.len() < 2 {
         return None;
     }
-    let var = |xs: &mut dyn Iterator<Item = f64>| {
-        let v: Vec<f64> = xs.collect();
-        let m = v.iter().sum::<f64>() / v.len() as f64;
-        v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64
-    };
-    let var_t = var(&mut pairs.iter().map(|p| p.1));
-    if var_t <= 1e-12 {
+    let base: f64 = pairs.iter().map(|&(_, y)| y * y).sum();
+    if base <= 1e-12 {
         return None;
     }
-    let var_e = var(&mut pairs.iter().map(|p| p.1 - p.0));
-    Some(1.0 - var_e / var_t)
+    let err: f64 = pairs.iter().map(|&(u, y)| (y - u) * (y - u)).sum();
+    Some(1.0 - err / base)
 }
 
 /// PPO-clip's weights for one reply.
@@ -292,11 +289,15 @@ mod tests {
     }
 
     #[test]
-    fn explained_variance_and_beta_controller() {
-        assert_eq!(explained_variance(&[(1.0, 1.0), (2.0, 2.0)]), Some(1.0));
-        assert!(explained_variance(&[(0.0, 1.0), (0.0, 1.0)]).is_none());
-        assert_eq!(explained_variance(&[(0.0, -1.0), (0.0, 1.0)]), Some(0.0));
-        assert!(explained_variance(&[(1.0, -1.0), (-1.0, 1.0)]).unwrap() < 0.0);
+    fn critic_skill_and_beta_controller() {
+        assert_eq!(critic_skill(&[(1.0, 1.0), (2.0, 2.0)]), Some(1.0));
+        assert!(critic_skill(&[(0.5, 0.0), (0.0, 0.0)]).is_none());
+        assert!(critic_skill(&[(0.0, 1.0)]).is_none());
+        // A critic at zero is the baseline: no skill either way.
+        assert_eq!(critic_skill(&[(0.0, -1.0), (0.0, 1.0)]), Some(0.0));
+        // Half the error left: (0.5^2 + 0.5^2) / (1 + 1).
+        assert!((critic_skill(&[(-0.5, -1.0), (0.5, 1.0)]).unwrap() - 0.75).abs() < 1e-12);
+        assert!(critic_skill(&[(1.0, -1.0), (-1.0, 1.0)]).unwrap() < 0.0);
         // KL twice the target raises beta by 0.2 * n / horizon; far below lowers it by 0.2 * n / horizon.
         assert!((adapt_beta(0.05, 0.2, 0.1, 10, 200.0) - 0.05 * 1.01).abs() < 1e-15);
         assert!((adapt_beta(0.05, 0.0, 0.1, 10, 200.0) - 0.05 * 0.99).abs() < 1e-15);

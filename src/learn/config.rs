@@ -13,8 +13,9 @@ pub enum Algorithm {
     /// REINFORCE with an exponential-moving-average baseline; leave-one-out (RLOO) baselines for
     /// episodes that share a prompt within one update.
     Reinforce,
-    /// Advantage actor-critic: a value head and GAE once the critic explains variance, otherwise the
-    /// REINFORCE baseline.
+    /// Advantage actor-critic: a residual value head predicts what REINFORCE's normalised advantage
+    /// leaves, and GAE on its estimates gives each token's advantage; REINFORCE's weights stand in
+    /// while the critic's recent predictions miss by more than the moving-average baseline's.
     A2c,
     /// PPO-clip: REINFORCE advantages weighted by the importance ratio to the recorded behaviour
     /// policy, zero where the clip is active.
@@ -88,9 +89,13 @@ pub struct LearnerConfig {
     pub max_response_tokens: usize,
     /// The discount within a turn: GAE's, and soft Q-learning's in `r_t + gamma V(s_{t+1})`.
     pub gamma: f64,
-    /// GAE's lambda.
+    /// GAE's lambda. 1 by default: the reward comes at a reply's last token, and with `lambda < 1`
+    /// a token `k` tokens before the end gets `lambda^k` of whatever the critic has not predicted
+    /// (0.95^63 = 0.04 for a 64-token reply's first token), so while the critic is weak the first
+    /// words, where many preferences are decided, learn almost nothing. With 1, `A_t = G_t - V_t`.
     pub gae_lambda: f64,
-    /// How many recent tokens' (value, return) pairs decide whether the critic explains variance.
+    /// How many recent tokens' (prediction, target) pairs decide whether the critic beats the
+    /// moving-average baseline (its skill, `advantage::critic_skill`).
     pub critic_window: usize,
     /// Soft Q-learning's temperature `tau`: `Q = (tau / T) delta` for a policy trained at temperature
     /// `T`, `V_soft = tau log sum_v q_v exp(Q_v / tau)`; the reward a nat of KL to the base is worth.
@@ -204,7 +209,7 @@ impl Default for LearnerConfig {
             center_advantages: true,
             max_response_tokens: 256,
             gamma: 1.0,
-            gae_lambda: 0.95,
+            gae_lambda: 1.0,
             critic_window: 2048,
             soft_q_tau: 0.25,
             soft_q_replay_size: 32,

@@ -174,8 +174,12 @@ pub struct UpdateReport {
     pub grad_norm: f64,
     /// The value gradient's norm before clipping.
     pub value_grad_norm: f64,
-    /// Whether the critic served as the baseline.
+    /// Whether A2C's advantages came from its critic (GAE on the value head's estimates); false
+    /// while the critic's recent predictions missed by more than the moving-average baseline's.
     pub critic_used: bool,
+    /// A2C only: the fraction of the baseline's squared error the critic removed over its recent
+    /// window (`critic_window` tokens), `None` before it has two predictions.
+    pub critic_skill: Option<f64>,
     /// The largest mean importance ratio among the episodes that were importance-weighted (PPO, or
     /// stale episodes); `None` when none was.
     pub max_mean_ratio: Option<f64>,
@@ -227,6 +231,7 @@ impl UpdateReport {
             grad_norm: 0.0,
             value_grad_norm: 0.0,
             critic_used: false,
+            critic_skill: None,
             max_mean_ratio: None,
             clipped_tokens: 0,
             beta,

@@ -195,9 +195,15 @@ impl Learner {
         // (leave-one-out advantages have mean zero by construction and are not centred).
         let center0 = self.stats.advantage_center.mean;
         let used0 = BaselineUsed { mean: mean0, sigma: sigma0, center: center0 };
+        // A2C's critic is residual: the value head predicts the normalised, centred advantage the
+        // moving-average baseline leaves, so a fresh head (zero) is that baseline exactly and the
+        // critic serves from the first update on, unless its recent predictions missed by more than
+        // the baseline's (negative skill).
         let critic_pairs: Vec<(f64, f64)> = self.stats.critic.iter().map(|&(v, g)| (f64::from(v), f64::from(g))).collect();
-        let critic_ready = cfg.algorithm == Algorithm::A2c && advantage::explained_variance(&critic_pairs).is_some_and(|ev| ev > 0.0);
+        let skill = advantage::critic_skill(&critic_pairs);
+        let critic_ready = cfg.algorithm == Algorithm::A2c && skill.is_none_or(|s| s >= 0.0);
         rep.critic_used = critic_ready;
+        rep.critic_skill = skill.filter(|_| cfg.algorithm == Algorithm::A2c);
         let mut planned = Vec::new();
         for (i, ep) in episodes.iter().enumerate() {
             let n = ep.tokens.len();
@@ -248,17 +254,20 @@ impl Learner {
             }
             let flat = reinforce_weight(reward, baselines[i], sigma, cfg.advantage_clip, center, cfg.max_response_tokens);
             let mut weights = vec![flat; n];
-            // The KL term is scaled like the policy term (divided by T_norm when the weights are),
+            // The KL term is scaled like the policy term (divided by T_norm, as the weights are),
             // so that the objective stays Ziegler's per-reply `R - beta sum_t KL_t` up to one factor.
-            let mut kl_scale = kl_scale;
             let mut targets = None;
             if cfg.algorithm == Algorithm::A2c {
+                // In the units of REINFORCE's advantage: the reply's reward is `y`, the flat weight
+                // times `T_norm`, at its last token, and the critic predicts what is left of it.
                 let values: Vec<f64> = ep.tokens.iter().map(|r| self.policy.head.value(&r.hidden).map(f64::from)).collect::<Result<_>>()?;
-                let token_rewards = advantage::terminal_rewards(reward, n);
+                let y = flat * cfg.max_response_tokens.max(1) as f64;
+                let token_rewards = advantage::terminal_rewards(y, n);
                 let returns = advantage::returns(&token_rewards, cfg.gamma);
                 if critic_ready {
-                    weights = advantage::gae(&token_rewards, &values, cfg.gamma, cfg.gae_lambda).into_iter().map(|a| a / sigma).collect();
-                    kl_scale = 1.0;
+                    let bound = 2.0 * cfg.advantage_clip;
+                    let t_norm = cfg.max_response_tokens.max(1) as f64;
+                    weights = advantage::gae(&token_rewards, &values, cfg.gamma, cfg.gae_lambda).into_iter().map(|a| a.clamp(-bound, bound) / t_norm).collect();
                 }
                 for (&v, &g) in values.iter().zip(&returns) {
                     if self.stats.critic.len() >= cfg.critic_window {

@@ -73,7 +73,7 @@ static inline const char *model_dir(void) {
 
 /* A configuration for the tiny model: CPU, 2 threads, a small KV cache, short probes, and the
  * learner settings `learner` (a JSON object). `store_dir` NULL: no store. */
-static inline char *test_config_learner(const char *store_dir, int max_context, const char *learner) {
+static inline char *test_config_generation(const char *store_dir, int max_context, const char *learner, const char *generation) {
     char *buf = (char *)malloc(4096);
     char store[1200];
     if (store_dir) {
@@ -86,11 +86,16 @@ static inline char *test_config_learner(const char *store_dir, int max_context, 
              "\"threads\": 2, \"max_context\": %d},"
              " \"store\": %s,"
              " \"learner\": %s,"
-             " \"generation\": {\"max_new_tokens\": 12, \"sampling\": {\"temperature\": 0.8,"
-             " \"seed\": 7}},"
+             " \"generation\": %s,"
              " \"probe_prompts\": [\"Hello there.\"], \"probe_tokens\": 4}",
-             model_dir(), max_context, store, learner);
+             model_dir(), max_context, store, learner, generation);
     return buf;
+}
+
+/* test_config_generation with 12 new tokens sampled at temperature 0.8, seed 7. */
+static inline char *test_config_learner(const char *store_dir, int max_context, const char *learner) {
+    return test_config_generation(store_dir, max_context, learner,
+                                  "{\"max_new_tokens\": 12, \"sampling\": {\"temperature\": 0.8, \"seed\": 7}}");
 }
 
 /* test_config_learner with no rate limit, no same-sign cap, lr 0.01 and an update after every

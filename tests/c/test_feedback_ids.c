@@ -27,19 +27,9 @@ static bool last_update_was(attune_session *s, uint64_t id) {
     return ok;
 }
 
-static char *config_with(const char *store, const char *learner) {
-    char *cfg = (char *)malloc(4096);
-    snprintf(cfg, 4096,
-             "{\"engine\": {\"model_dir\": \"%s\", \"execution_providers\": [\"cpu\"], \"threads\": 2, \"max_context\": 256},"
-             " \"store\": {\"dir\": \"%s\"}, \"learner\": %s,"
-             " \"probe_prompts\": [\"Hello there.\"], \"probe_tokens\": 4}",
-             model_dir(), store, learner);
-    return cfg;
-}
-
 int main(void) {
     char *store = temp_store();
-    char *config = config_with(store, "{\"max_updates_per_minute\": 0}");
+    char *config = test_config_learner(store, 256, "{\"max_updates_per_minute\": 0}");
     attune_runtime *rt = NULL;
     attune_session *s = NULL;
     attune_bytes *exported = NULL;
@@ -117,7 +107,7 @@ int main(void) {
     /* Delayed feedback: five replies, the runtime freed without a save, a new runtime on the same
      * store, feedback for the five ids, then one update that uses them all. */
     store = temp_store();
-    config = config_with(store, "{\"max_updates_per_minute\": 0, \"auto_update_after\": 0}");
+    config = test_config_learner(store, 256, "{\"max_updates_per_minute\": 0, \"auto_update_after\": 0}");
     REQUIRE_OK(attune_runtime_new(config, &rt));
     REQUIRE_OK(attune_session_new(rt, "+1 555 0100", &s));
     for (i = 0; i < 5; i++) ids[i] = gen(s, 20 + (int)i);
@@ -150,7 +140,7 @@ int main(void) {
 
     /* Expiry: a one-second time to live. */
     store = temp_store();
-    config = config_with(store, "{\"max_updates_per_minute\": 0, \"episode_ttl_s\": 1}");
+    config = test_config_learner(store, 256, "{\"max_updates_per_minute\": 0, \"episode_ttl_s\": 1}");
     REQUIRE_OK(attune_runtime_new(config, &rt));
     REQUIRE_OK(attune_session_new(rt, "u", &s));
     ids[0] = gen(s, 30);

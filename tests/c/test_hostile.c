@@ -22,24 +22,12 @@
 /* A tiny-model configuration with `learner_extra` added to the learner section (may be "") and the
  * runtime's sampling temperature `temperature` (JSON number text). */
 static char *config_with(const char *store_dir, const char *learner_extra, const char *temperature) {
-    char *buf = (char *)malloc(4096);
-    char store[1200];
-    if (store_dir) {
-        snprintf(store, sizeof store, "{\"dir\": \"%s\", \"keep_versions\": 4}", store_dir);
-    } else {
-        snprintf(store, sizeof store, "{}");
-    }
-    snprintf(buf, 4096,
-             "{\"engine\": {\"model_dir\": \"%s\", \"execution_providers\": [\"cpu\"], "
-             "\"threads\": 2, \"max_context\": 128},"
-             " \"store\": %s,"
-             " \"learner\": {\"auto_update_after\": 0, \"max_updates_per_minute\": 0,"
-             " \"max_same_sign_run\": 0, \"lr\": 0.01%s%s},"
-             " \"generation\": {\"max_new_tokens\": 6, \"sampling\": {\"temperature\": %s,"
-             " \"seed\": 7}},"
-             " \"probe_prompts\": [\"Hello there.\"], \"probe_tokens\": 4}",
-             model_dir(), store, learner_extra[0] ? ", " : "", learner_extra, temperature);
-    return buf;
+    char learner[1024], generation[256];
+    snprintf(learner, sizeof learner,
+             "{\"auto_update_after\": 0, \"max_updates_per_minute\": 0, \"max_same_sign_run\": 0, \"lr\": 0.01%s%s}",
+             learner_extra[0] ? ", " : "", learner_extra);
+    snprintf(generation, sizeof generation, "{\"max_new_tokens\": 6, \"sampling\": {\"temperature\": %s, \"seed\": 7}}", temperature);
+    return test_config_generation(store_dir, 128, learner, generation);
 }
 
 static int error_mentions(const char *a, const char *b) {
