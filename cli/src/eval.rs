@@ -295,6 +295,8 @@ struct RunLog {
     feedback_given: usize,
     corrections: usize,
     updates: usize,
+    /// Updates whose A2C advantages came from the critic (0 for the other algorithms).
+    critic_updates: usize,
     mean_update_ms: f64,
     seconds: f64,
     sample_before: String,
@@ -308,7 +310,7 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
     let mut s = rt.open_session(&user)?;
     let (before, texts_before) = held_out(rt, &mut s, pref, seed, a.max_new_tokens)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xe7a1);
-    let (mut scores, mut given, mut corrections, mut updates, mut upd_ms) = (Vec::new(), 0, 0, 0, 0.0);
+    let (mut scores, mut given, mut corrections, mut updates, mut upd_ms, mut critic) = (Vec::new(), 0, 0, 0, 0.0, 0);
     let mut reached = None;
     for ev in 0..a.events {
         let q = TRAIN[rng.random_range(0..TRAIN.len())];
@@ -326,6 +328,7 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
             if let FeedbackOutcome::Updated(r) = s.feedback(reply.episode_id, &Reward::thumbs(up))? {
                 updates += 1;
                 upd_ms += r.elapsed_s * 1000.0;
+                critic += usize::from(r.critic_used);
             }
         }
         if !liked && a.corrections > 0.0 && rng.random::<f64>() < a.corrections {
@@ -335,6 +338,7 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
                     if let (_, FeedbackOutcome::Updated(r)) = s.correct(reply.episode_id, &fixed)? {
                         updates += 1;
                         upd_ms += r.elapsed_s * 1000.0;
+                        critic += usize::from(r.critic_used);
                     }
                 } else {
                     s.demonstrate(&prompt(q), &fixed)?;
@@ -369,6 +373,7 @@ fn run_one(rt: &Arc<Runtime>, pref: &Pref, seed: u64, a: &EvalArgs) -> Result<Ru
         feedback_given: given,
         corrections,
         updates,
+        critic_updates: critic,
         mean_update_ms: if updates > 0 { upd_ms / updates as f64 } else { 0.0 },
         seconds: t0.elapsed().as_secs_f64(),
         sample_before: texts_before.first().cloned().unwrap_or_default(),
@@ -481,7 +486,7 @@ pub fn run(mut a: EvalArgs) -> Result<()> {
                 append_log(path, &a, &changed, &rt.config().learner, &r)?;
             }
             println!(
-                "{:<11} seed {seed}: held-out {:.3} -> {:.3}; events to 90 % {}; probe KL {:.4}; KL efficiency {:.3}; probe coherence drift {:+.3}; base NLL/token {:.3} -> {:.3}; repeated trigrams {:.3} -> {:.3}; rollbacks {}; ignored {}/{}; corrections {}; {:.0} s",
+                "{:<11} seed {seed}: held-out {:.3} -> {:.3}; events to 90 % {}; probe KL {:.4}; KL efficiency {:.3}; probe coherence drift {:+.3}; base NLL/token {:.3} -> {:.3}; repeated trigrams {:.3} -> {:.3}; rollbacks {}; ignored {}/{}; corrections {}; critic used in {}/{} updates; {:.0} s",
                 r.pref,
                 r.before.score,
                 r.after.score,
@@ -497,6 +502,8 @@ pub fn run(mut a: EvalArgs) -> Result<()> {
                 r.ignored_feedback,
                 r.feedback_given,
                 r.corrections,
+                r.critic_updates,
+                r.updates,
                 r.seconds
             );
             runs.push(r);

@@ -271,6 +271,12 @@ impl Episode {
         self.rejected.as_deref()
     }
 
+    /// Whether the episode holds a signal not yet learned: a reward, or (a demonstration, a
+    /// correction, the user's text) the episode itself before its first accepted update.
+    pub fn awaits_learning(&self) -> bool {
+        self.reward.is_some() || (self.kind != EpisodeKind::Sampled && self.learned == 0)
+    }
+
     /// A correction's disliked reply in compact form (restored from storage): the sampled reply
     /// `id`'s tokens, learned teacher-forced at temperature 1 with the whole vocabulary.
     pub fn disliked(id: u64, prompt: Vec<u32>, reply: Vec<u32>) -> Result<Episode> {
@@ -532,7 +538,7 @@ impl EpisodeBuffer {
                 e.reward = None;
                 e.rollbacks = 0;
                 e.baseline_used = None;
-            } else if rolled_back && (e.reward.is_some() || (e.kind != EpisodeKind::Sampled && e.learned == 0)) {
+            } else if rolled_back && e.awaits_learning() {
                 e.rollbacks += 1;
                 if e.rollbacks >= MAX_ROLLBACKS {
                     dropped += 1;

@@ -104,7 +104,7 @@ impl Learner {
         let rolled_back = matches!(&result, Ok(r) if matches!(r.outcome, UpdateOutcome::RolledBack(_)));
         let consumed: Vec<bool> = episodes.iter().map(|e| result.is_ok() && !rolled_back && !replayed.contains_key(&e.id)).collect();
         // Signals that wait for the next update (kept corrections replayed here are not signals).
-        let returned = if rolled_back { episodes.iter().filter(|e| e.reward.is_some() || (e.kind != EpisodeKind::Sampled && e.learned == 0)).count() } else { 0 };
+        let returned = if rolled_back { episodes.iter().filter(|e| e.awaits_learning()).count() } else { 0 };
         self.counters.returned_signals += returned as u64;
         if soft_q {
             if let Ok(r) = &result {
