@@ -101,7 +101,7 @@ test-offline: ffi
 # The execution providers behind cargo features compile (they are used only where the loaded ONNX
 # Runtime library carries them).
 check-features:
-	$(CARGO) check --features cuda,tensorrt,coreml,nnapi,qnn,directml,xnnpack
+	$(CARGO) check --features cuda,tensorrt,coreml,nnapi,qnn,directml,xnnpack,gpu
 
 # Every document a tracked file cites exists (scripts/check-doc-links.sh names each missing one).
 check-doc-links:
@@ -123,7 +123,7 @@ test-fast: setup-test
 test-ignored: setup-test
 	mkdir -p $$XDG_RUNTIME_DIR
 	ATTUNE_THREADS=1 $(CARGO) test --release --test learn_timing -- --ignored --nocapture
-	$(CARGO) test --release --test gpu_parity -- --ignored
+	$(CARGO) test --release --features gpu --test gpu_parity -- --ignored
 	-$(CARGO) test --release --test learn_softq --test learn_engine -- --ignored soft_q
 
 # The fuzz targets (fuzz/, docs/fuzzing.md), one after the other, each for FUZZ_SECONDS with an RSS

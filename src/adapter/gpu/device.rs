@@ -1,14 +1,19 @@
 //! Choosing where the adapter math runs: the [`ComputeDevice`] setting, finding a wgpu adapter, and
 //! building the matching [`AdapterMath`].
 
+#[cfg(feature = "gpu")]
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "gpu")]
 use super::exec::Core;
+#[cfg(feature = "gpu")]
 use super::fallback::FallbackMath;
+#[cfg(feature = "gpu")]
 use super::math::GpuMath;
 use crate::adapter::{AdapterMath, CpuMath};
+#[cfg(feature = "gpu")]
 use crate::error::{Error, Result};
 
 /// Where the adapter math runs.
@@ -66,6 +71,7 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
+    #[cfg(feature = "gpu")]
     fn of(info: &wgpu::AdapterInfo) -> AdapterSummary {
         let kind = match info.device_type {
             wgpu::DeviceType::DiscreteGpu => AdapterKind::Discrete,
@@ -83,6 +89,7 @@ impl AdapterSummary {
         self.kind == AdapterKind::Software
     }
 
+    #[cfg(feature = "gpu")]
     fn rank(&self) -> u8 {
         match self.kind {
             AdapterKind::Discrete => 0,
@@ -108,6 +115,7 @@ impl std::fmt::Display for AdapterSummary {
 ///
 /// Opening it is separate from building the math so that tests and hosts can open one device and
 /// hand it to several [`GpuMath`]s.
+#[cfg(feature = "gpu")]
 #[derive(Debug, Clone)]
 pub struct GpuDevice {
     pub(super) core: Arc<Core>,
@@ -115,6 +123,7 @@ pub struct GpuDevice {
 
 /// The limits the kernels need beyond wgpu's downlevel defaults, raised to what the adapter offers
 /// for buffer sizes; `None` when the adapter falls short.
+#[cfg(feature = "gpu")]
 fn limits_for(adapter: &wgpu::Adapter) -> Option<wgpu::Limits> {
     let have = adapter.limits();
     let mut want = wgpu::Limits::downlevel_defaults();
@@ -127,6 +136,7 @@ fn limits_for(adapter: &wgpu::Adapter) -> Option<wgpu::Limits> {
     want.check_limits(&have).then_some(want)
 }
 
+#[cfg(feature = "gpu")]
 impl GpuDevice {
     /// Opens the best adapter wgpu finds (discrete, then integrated, virtual, other, and software
     /// only when `allow_software`). The backends follow `WGPU_BACKEND` when set.
@@ -198,26 +208,37 @@ pub fn math_for(config: &ComputeConfig) -> (Box<dyn AdapterMath + Send>, DeviceC
         ComputeDevice::Gpu => true,
         ComputeDevice::Auto => config.allow_software,
     };
-    let opened = GpuDevice::request(allow_software).and_then(|dev| GpuMath::new(&dev));
-    match opened {
+    gpu_or_cpu(config.device, allow_software)
+}
+
+/// The CPU math, with the reason it was chosen over a GPU `device` asked for.
+fn cpu_because(device: ComputeDevice, reason: String) -> (Box<dyn AdapterMath + Send>, DeviceChoice) {
+    if device == ComputeDevice::Gpu {
+        log::warn!("adapter math on the CPU although the GPU was asked for: {reason}");
+    } else {
+        log::info!("adapter math on the CPU: {reason}");
+    }
+    (Box::new(CpuMath::new()), DeviceChoice { adapter: None, reason })
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_or_cpu(device: ComputeDevice, _allow_software: bool) -> (Box<dyn AdapterMath + Send>, DeviceChoice) {
+    cpu_because(device, "this build of the library has no GPU support (the `gpu` cargo feature is off)".to_string())
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_or_cpu(device: ComputeDevice, allow_software: bool) -> (Box<dyn AdapterMath + Send>, DeviceChoice) {
+    match GpuDevice::request(allow_software).and_then(|dev| GpuMath::new(&dev)) {
         Ok(gpu) => {
             let adapter = gpu.adapter().clone();
             let reason = if adapter.is_software() {
-                format!("{:?} allows a software adapter; {adapter} is one (correct, but not faster than the CPU)", config.device)
+                format!("{device:?} allows a software adapter; {adapter} is one (correct, but not faster than the CPU)")
             } else {
-                format!("{:?} found a hardware adapter: {adapter}", config.device)
+                format!("{device:?} found a hardware adapter: {adapter}")
             };
             log::info!("adapter math on the GPU: {reason}");
             (Box::new(FallbackMath::new(gpu)), DeviceChoice { adapter: Some(adapter), reason })
         }
-        Err(e) => {
-            let reason = format!("{e}");
-            if config.device == ComputeDevice::Gpu {
-                log::warn!("adapter math on the CPU although the GPU was asked for: {reason}");
-            } else {
-                log::info!("adapter math on the CPU: {reason}");
-            }
-            (Box::new(CpuMath::new()), DeviceChoice { adapter: None, reason })
-        }
+        Err(e) => cpu_because(device, format!("{e}")),
     }
 }

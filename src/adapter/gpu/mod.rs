@@ -14,10 +14,12 @@
 //! and KL are written (expm1/log1p forms, KL as a sum of non-negative Bregman terms) so that f32
 //! keeps about 1e-6 relative accuracy even when the adapter barely moves the policy.
 //!
-//! Architecture invariant: no `wgpu` type appears outside this module; callers see [`GpuDevice`],
+//! Everything that touches wgpu is behind the `gpu` cargo feature (on for the CLI and the tests, off
+//! by default so that `libattune` stays lean); without it [`math_for`] always builds the CPU math
+//! and says why. Architecture invariant: no `wgpu` type appears outside this module; callers see [`GpuDevice`],
 //! [`AdapterSummary`] and the `AdapterMath` trait only.
 //!
-//! ```no_run
+//! ```ignore
 //! use attune::adapter::gpu::{math_for, ComputeConfig, ComputeDevice};
 //!
 //! let (math, choice) = math_for(&ComputeConfig { device: ComputeDevice::Auto, allow_software: false });
@@ -26,14 +28,25 @@
 //! ```
 
 pub mod device;
+#[cfg(feature = "gpu")]
 mod exec;
+#[cfg(feature = "gpu")]
 mod fallback;
+#[cfg(feature = "gpu")]
 mod grad;
+#[cfg(feature = "gpu")]
 mod kernels;
+#[cfg(feature = "gpu")]
 mod math;
+#[cfg(feature = "gpu")]
 mod resident;
+#[cfg(feature = "gpu")]
 mod tokens;
 
-pub use device::{math_for, AdapterKind, AdapterSummary, ComputeConfig, ComputeDevice, DeviceChoice, GpuDevice};
+#[cfg(feature = "gpu")]
+pub use device::GpuDevice;
+pub use device::{math_for, AdapterKind, AdapterSummary, ComputeConfig, ComputeDevice, DeviceChoice};
+#[cfg(feature = "gpu")]
 pub use fallback::FallbackMath;
+#[cfg(feature = "gpu")]
 pub use math::{GpuMath, TransferStats};
