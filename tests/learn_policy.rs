@@ -284,43 +284,49 @@ fn rloo_groups_with_equal_rewards_have_no_signal() {
 
 #[test]
 fn a2c_trains_the_critic_and_then_uses_it() {
-    let lm = TinyLm::new(V, D, 6.0, 600);
-    // Hidden states of 16 values: the value head needs a larger step than the default multiple
-    // (tuned for d = 576), here the policy's rate.
-    let cfg = LearnerConfig { value_lr_mult: 1.0, ..config(Algorithm::A2c, 0.01) };
-    let mut l = Learner::new(cfg, D, V).unwrap();
-    let mut r = rng(601);
-    let (mut losses, mut used, mut skill) = (Vec::new(), 0, None);
-    for _ in 0..120 {
-        // Every hidden state of a reply carries the reply's context `c` in its first value (as a
-        // language model's state carries what it has said), and the reward is `c`'s sign:
-        // predictable from every token, by the critic and not by the moving-average baseline.
-        let c = if r.random_bool(0.5) { 1.5 } else { -1.5 };
-        let recs: Vec<TokenRecord> = (0..4)
-            .map(|_| {
-                let mut h = lm.hidden(&mut r);
-                h[0] = c;
-                lm.sample(l.adapter(), h, TAU, None, &mut r)
-            })
-            .collect();
-        let reward = if c > 0.0 { 0.8 } else { -0.8 };
-        let id = record(&mut l, 0, recs);
-        if let FeedbackOutcome::Updated(rep) = l.give_feedback(id, &Reward::scalar(reward)).unwrap() {
-            losses.push(rep.loss.value);
-            used += usize::from(rep.critic_used);
-            skill = rep.critic_skill;
-            assert!(rep.value_grad_norm > 0.0 || rep.outcome != UpdateOutcome::Accepted);
+    // Both ways the critic learns: in closed form (the default) and by Adam steps. Hidden states of
+    // 16 values: Adam's value head needs a larger step than the default multiple (tuned for
+    // d = 576), here the policy's rate.
+    for (ridge, value_lr_mult) in [(LearnerConfig::default().critic_ridge, 0.1), (0.0, 1.0)] {
+        let lm = TinyLm::new(V, D, 6.0, 600);
+        let cfg = LearnerConfig { value_lr_mult, critic_ridge: ridge, ..config(Algorithm::A2c, 0.01) };
+        let mut l = Learner::new(cfg, D, V).unwrap();
+        let mut r = rng(601);
+        let (mut losses, mut used, mut skill) = (Vec::new(), 0, None);
+        for _ in 0..120 {
+            // Every hidden state of a reply carries the reply's context `c` in its first value (as
+            // a language model's state carries what it has said), and the reward is `c`'s sign:
+            // predictable from every token, by the critic and not by the moving-average baseline.
+            let c = if r.random_bool(0.5) { 1.5 } else { -1.5 };
+            let recs: Vec<TokenRecord> = (0..4)
+                .map(|_| {
+                    let mut h = lm.hidden(&mut r);
+                    h[0] = c;
+                    lm.sample(l.adapter(), h, TAU, None, &mut r)
+                })
+                .collect();
+            let reward = if c > 0.0 { 0.8 } else { -0.8 };
+            let id = record(&mut l, 0, recs);
+            let head_before = l.adapter().to_parts();
+            if let FeedbackOutcome::Updated(rep) = l.give_feedback(id, &Reward::scalar(reward)).unwrap() {
+                losses.push(rep.loss.value);
+                used += usize::from(rep.critic_used);
+                skill = rep.critic_skill;
+                // The value head learns from every reply: by a gradient step, or a new fit.
+                let after = l.adapter().to_parts();
+                assert!(after.value_w != head_before.value_w || after.value_b != head_before.value_b || rep.outcome != UpdateOutcome::Accepted);
+                assert_eq!(rep.value_grad_norm > 0.0, ridge == 0.0 && rep.outcome == UpdateOutcome::Accepted);
+            }
         }
+        // Single updates are noisy (each sees one reply): compare the first and last 20.
+        let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+        let (first, last) = (mean(&losses[..20]), mean(&losses[losses.len() - 20..]));
+        println!("critic_ridge {ridge}: value loss {first:.4} -> {last:.4}, critic used: {used}, skill {skill:?}");
+        assert!(last < first, "the value loss fell from {first} to {last}");
+        assert!(used * 4 >= losses.len() * 3, "the critic served in {used} of {} updates", losses.len());
+        // The critic removes most of the squared error the moving-average baseline leaves.
+        assert!(skill.is_some_and(|s| s > 0.3), "critic skill {skill:?}");
     }
-    // Single updates are noisy (each sees one reply): compare the first and last 20.
-    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
-    let (first, last) = (mean(&losses[..20]), mean(&losses[losses.len() - 20..]));
-    println!("value loss {first:.4} -> {last:.4}, critic used: {used}, skill {skill:?}");
-    assert!(last < first, "the value loss fell from {first} to {last}");
-    assert!(used * 4 >= losses.len() * 3, "the critic served in {used} of {} updates", losses.len());
-    // The critic removes most of the squared error the moving-average baseline leaves.
-    assert!(skill.is_some_and(|s| s > 0.3), "critic skill {skill:?}");
-    assert!(l.adapter().value_w().iter().any(|&w| w != 0.0));
 }
 
 /// The log-probability of `recs`' tokens under the learner's adapter at `TAU`.

@@ -94,6 +94,12 @@ pub struct LearnerConfig {
     /// (0.95^63 = 0.04 for a 64-token reply's first token), so while the critic is weak the first
     /// words, where many preferences are decided, learn almost nothing. With 1, `A_t = G_t - V_t`.
     pub gae_lambda: f64,
+    /// How A2C's critic learns. Above 0: in closed form, by ridge regression on the last
+    /// `critic_window` tokens (forgotten exponentially) with the penalty `critic_ridge * trace(S) /
+    /// (d + 1)` toward the baseline; 0: by Adam steps at `lr * value_lr_mult` on each update's
+    /// replies. The value head's Adam steps chase one reply's noisy thumbs at a time (see
+    /// `value_lr_mult`).
+    pub critic_ridge: f64,
     /// How many recent tokens' (prediction, target) pairs decide whether the critic beats the
     /// moving-average baseline (its skill, `advantage::critic_skill`).
     pub critic_window: usize,
@@ -211,6 +217,7 @@ impl Default for LearnerConfig {
             gamma: 1.0,
             gae_lambda: 1.0,
             critic_window: 2048,
+            critic_ridge: 1.0,
             soft_q_tau: 0.25,
             soft_q_replay_size: 32,
             soft_q_replay_batch: 4,
@@ -284,7 +291,7 @@ impl LearnerConfig {
                 return Err(Error::Config(format!("{name} must be in (0, 1), got {x}")));
             }
         }
-        for (name, x) in [("max_nll_drift", self.max_nll_drift), ("max_coherence_drift", self.max_coherence_drift)] {
+        for (name, x) in [("max_nll_drift", self.max_nll_drift), ("max_coherence_drift", self.max_coherence_drift), ("critic_ridge", self.critic_ridge)] {
             if !(x.is_finite() && x >= 0.0) {
                 return Err(Error::Config(format!("{name} must be finite and >= 0 (0: off), got {x}")));
             }

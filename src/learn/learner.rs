@@ -69,6 +69,8 @@ pub(crate) struct RewardStats {
     pub scores: ScoreStats,
     pub history: RewardHistory,
     pub critic: VecDeque<(f32, f32)>,
+    /// A2C's least-squares critic statistics (`critic_ridge > 0`); not persisted.
+    pub critic_fit: Option<super::critic::CriticFit>,
     /// What each source contributed to the rewards not yet learned from, for the next report.
     pub parts: Vec<RewardPart>,
 }
@@ -480,7 +482,7 @@ impl Learner {
         self.policy.lr = state.lr;
         self.config = state.config;
         let parts = std::mem::take(&mut self.stats.parts);
-        self.stats = RewardStats { baseline: state.baseline, advantage_center: state.advantage_center, scores: state.scores, history: state.history, critic: state.critic.into_iter().collect(), parts };
+        self.stats = RewardStats { baseline: state.baseline, advantage_center: state.advantage_center, scores: state.scores, history: state.history, critic: state.critic.into_iter().collect(), critic_fit: None, parts };
         self.beta = state.beta;
         self.counters = Counters { next_id, version, ..state.counters };
         self.guards.sign_run = state.sign_run;

@@ -35,6 +35,7 @@
 pub mod advantage;
 pub mod coherence;
 pub mod config;
+mod critic;
 pub mod episode;
 pub mod guard;
 pub mod learner;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::critic::CriticFit;
 use super::advantage::{self, pair_weight, ppo_weights, reinforce_weight};
 use super::config::Algorithm;
 use super::episode::{BaselineUsed, Episode, EpisodeKind};
@@ -205,6 +206,7 @@ impl Learner {
         rep.critic_used = critic_ready;
         rep.critic_skill = skill.filter(|_| cfg.algorithm == Algorithm::A2c);
         let mut planned = Vec::new();
+        let (mut critic_fitted, mut value_tokens) = (false, 0usize);
         for (i, ep) in episodes.iter().enumerate() {
             let n = ep.tokens.len();
             let reward = match (ep.kind, ep.reward) {
@@ -275,7 +277,20 @@ impl Learner {
                     }
                     self.stats.critic.push_back((v as f32, g as f32));
                 }
-                targets = Some(returns);
+                if cfg.critic_ridge > 0.0 {
+                    // The closed-form critic learns each reply once (a retry's targets are in).
+                    if !retried {
+                        let d = self.policy.head.hidden_size();
+                        let fit = self.stats.critic_fit.get_or_insert_with(|| CriticFit::new(d));
+                        let hidden = ndarray::Array2::from_shape_fn((n, d), |(t, j)| ep.tokens[t].hidden.get(j).copied().unwrap_or(0.0));
+                        fit.add(hidden.view(), &returns, cfg.critic_window);
+                        critic_fitted = true;
+                        rep.loss.value += values.iter().zip(&returns).map(|(v, g)| 0.5 * (v - g) * (v - g)).sum::<f64>();
+                        value_tokens += n;
+                    }
+                } else {
+                    targets = Some(returns);
+                }
             }
             let older = ep.created_step < self.counters.version;
             rep.stale_episodes += usize::from(older);
@@ -297,6 +312,13 @@ impl Learner {
                 weights = clipped.weights;
             }
             planned.push(Planned { targets, ..Planned::on(i, weights, self.beta * kl_scale) });
+        }
+        if critic_fitted {
+            rep.loss.value /= value_tokens.max(1) as f64;
+            let head = &mut self.policy.head;
+            if let Some((w, b)) = self.stats.critic_fit.as_ref().and_then(|f| f.solve(cfg.critic_ridge, (head.value_w().as_slice().unwrap_or(&[]), head.value_b()))) {
+                head.set_value_head(&w, b)?;
+            }
         }
         // The step averages over episodes (a correction's two replies are one): both terms of
         // each episode's objective.
@@ -361,7 +383,9 @@ impl Learner {
         rep.mean_kl = stats.kl_sum / stats.tokens.max(1) as f64;
         rep.loss.policy = -stats.policy_objective;
         rep.loss.kl = planned.iter().map(|p| p.beta).fold(0.0, f64::max) * stats.kl_sum;
-        rep.loss.value = stats.value_loss / value_tokens.max(1) as f64;
+        if value_tokens > 0 {
+            rep.loss.value = stats.value_loss / value_tokens as f64;
+        }
         rep.grad_norm = p.grad.policy_norm();
         rep.value_grad_norm = p.grad.value_norm();
         if rep.grad_norm > cfg.max_grad_norm {
